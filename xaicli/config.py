@@ -1,0 +1,257 @@
+"""YAML config -> typed, validated config.
+
+Every key has a default; every error names the key path (``methods[0].layers``) and, for names, lists
+the valid choices and close matches. Validation here is structural (types, allowed values, files that
+must exist); names that need the model (layers, class names) are checked when the model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from xaicli.errors import ConfigError, UsageError, format_choices
+
+Source = Literal["builtin", "torchvision", "torchscript", "python"]
+
+
+@dataclass
+class ModelConfig:
+    source: Source = "builtin"
+    name: str | None = "fashion_mnist_cnn"
+    checkpoint: str | None = None
+    path: str | None = None
+    factory: str | None = None
+    num_classes: int | None = None
+    classes: list[str] | str | None = None
+
+
+@dataclass
+class PreprocessConfig:
+    """``None`` means: take the model's own default (builtin models) or ImageNet's (torchvision)."""
+
+    size: list[int] | None = None
+    mode: Literal["L", "RGB"] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    resize: Literal["exact", "shorter"] = "exact"
+    alpha_background: Literal["black", "white"] = "black"
+
+
+@dataclass
+class MethodConfig:
+    name: str = "gradcam"
+    layers: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TargetsConfig:
+    topk: int | None = None
+    classes: list[int | str] | None = None
+
+
+@dataclass
+class OutputConfig:
+    overlays: bool = True
+    maps: bool = True
+    colormap: str = "jet"
+    alpha: float = 0.5
+    overlay_scale: int = 1
+
+
+@dataclass
+class FiguresConfig:
+    topk: bool = False
+    images_per_class: int = 8
+    compare: bool = False
+    html: bool = True
+    cell_size: int = 112
+    resample: Literal["nearest", "bicubic"] = "nearest"
+    normalise: Literal["per_map", "row"] = "per_map"
+
+
+@dataclass
+class RunConfig:
+    device: str = "auto"
+    batch_size: int = 64
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    workers: int | None = None
+    compile: bool = False
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    methods: list[MethodConfig] = field(default_factory=lambda: [MethodConfig()])
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    def resolve_path(self, value: str) -> Path:
+        """Paths in a config are relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        return d
+
+
+# --- generic validation ------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(key, f"{value!r} is not allowed; {format_choices(str(value), map(str, allowed))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(key, f"expected {tp.__name__}, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls: type, data: Any, key: str) -> Any:
+    where = key or "top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    kwargs = {}
+    for k, v in data.items():
+        sub = f"{key}.{k}" if key else str(k)
+        if k not in known:
+            raise ConfigError(sub, f"unknown key; {format_choices(str(k), known)}")
+        kwargs[k] = _coerce(v, hints[k], sub)
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    """Value checks that types alone cannot express."""
+    m = cfg.model
+    need = {"torchvision": "name", "torchscript": "path", "python": "factory", "builtin": "name"}[m.source]
+    if getattr(m, need) is None:
+        raise ConfigError(f"model.{need}", f"required when model.source is {m.source!r}")
+    for name in ("checkpoint", "path"):
+        value = getattr(m, name)
+        if value is not None and not cfg.resolve_path(value).is_file():
+            raise ConfigError(f"model.{name}", f"file not found: {cfg.resolve_path(value)}")
+    if isinstance(m.classes, str) and not cfg.resolve_path(m.classes).is_file():
+        raise ConfigError("model.classes", f"class-name file not found: {cfg.resolve_path(m.classes)}")
+    p = cfg.preprocess
+    if p.size is not None and (len(p.size) not in (1, 2) or min(p.size) < 1):
+        raise ConfigError("preprocess.size", f"expected [H, W] (or [S]) of positive ints, got {p.size}")
+    for name in ("mean", "std"):
+        v = getattr(p, name)
+        if v is not None and len(v) not in (1, 3):
+            raise ConfigError(f"preprocess.{name}", f"expected 1 or 3 values, got {len(v)}")
+    if p.std is not None and min(p.std) <= 0:
+        raise ConfigError("preprocess.std", "values must be > 0")
+    if not cfg.methods:
+        raise ConfigError("methods", "list at least one method")
+    t = cfg.targets
+    if t.topk is not None and t.classes is not None:
+        raise ConfigError("targets", "give either 'topk' or 'classes', not both")
+    if t.topk is not None and t.topk < 1:
+        raise ConfigError("targets.topk", f"must be >= 1, got {t.topk}")
+    if t.classes is not None and not t.classes:
+        raise ConfigError("targets.classes", "list at least one class (index or name)")
+    o = cfg.output
+    if not 0.0 <= o.alpha <= 1.0:
+        raise ConfigError("output.alpha", f"must be between 0 and 1, got {o.alpha}")
+    if o.overlay_scale < 1:
+        raise ConfigError("output.overlay_scale", "must be >= 1")
+    from xaicli.render.colormaps import COLORMAPS
+
+    if o.colormap not in COLORMAPS:
+        raise ConfigError("output.colormap", f"unknown colormap {o.colormap!r}; "
+                          + format_choices(o.colormap, COLORMAPS))
+    r = cfg.run
+    if r.batch_size < 1:
+        raise ConfigError("run.batch_size", f"must be >= 1, got {r.batch_size}")
+    if r.workers is not None and r.workers < 0:
+        raise ConfigError("run.workers", "must be >= 0")
+    if r.device != "auto" and r.device != "cpu" and not r.device.startswith(("cuda", "mps")):
+        raise ConfigError("run.device", f"expected auto, cpu, cuda or cuda:N, got {r.device!r}")
+    if cfg.figures.images_per_class < 1:
+        raise ConfigError("figures.images_per_class", "must be >= 1")
+
+
+def config_from_dict(data: dict[str, Any] | None, base_dir: Path = Path(".")) -> Config:
+    cfg = _build(Config, data or {}, "")
+    cfg.base_dir = base_dir
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a YAML config; ``None`` gives the defaults (the bundled demo model)."""
+    if path is None:
+        return config_from_dict({})
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UsageError(f"config file {path} is not valid YAML: {err}") from err
+    return config_from_dict(data, base_dir=path.resolve().parent)

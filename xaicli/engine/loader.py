@@ -1,0 +1,75 @@
+"""Batches of decoded images, prepared ahead of the model on a bounded thread pool.
+
+Decoding (Pillow) and resizing (torch) release the GIL, so threads overlap with the model without
+the start-up and pickling cost of worker processes. At most ``prefetch`` batches are in flight, so
+memory stays flat whatever the folder size. Failures are returned, never raised.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from xaicli.engine.discover import InputImage
+from xaicli.engine.preprocess import Preprocess
+from xaicli.errors import ImageDecodeError
+
+
+@dataclass
+class Batch:
+    items: list[InputImage]  # the images that decoded, in order
+    images: Tensor | None  # (B, C, H, W) display images in [0, 1] (pinned when CUDA is used)
+    failures: list[tuple[InputImage, str]]
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2)))
+
+
+def _load_one(pre: Preprocess, item: InputImage) -> Tensor | str:
+    try:
+        return pre.load(str(item.path))
+    except ImageDecodeError as err:
+        return str(err)
+
+
+def iter_batches(
+    items: Sequence[InputImage], pre: Preprocess, batch_size: int, workers: int | None = None,
+    pin_memory: bool = False, prefetch: int = 2,
+) -> Iterator[Batch]:
+    workers = default_workers() if workers in (None, 0) else workers
+    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xaicli-decode") as pool:
+        pending: deque[tuple[list[InputImage], list[Future]]] = deque()
+        next_chunk = 0
+
+        def submit() -> None:
+            nonlocal next_chunk
+            chunk = list(chunks[next_chunk])
+            pending.append((chunk, [pool.submit(_load_one, pre, it) for it in chunk]))
+            next_chunk += 1
+
+        while next_chunk < len(chunks) and len(pending) < prefetch:
+            submit()
+        while pending:
+            chunk, futures = pending.popleft()
+            if next_chunk < len(chunks):
+                submit()
+            ok, tensors, failures = [], [], []
+            for item, fut in zip(chunk, futures, strict=True):
+                res = fut.result()
+                if isinstance(res, str):
+                    failures.append((item, res))
+                else:
+                    ok.append(item)
+                    tensors.append(res)
+            images = torch.stack(tensors) if tensors else None
+            if images is not None and pin_memory:
+                images = images.pin_memory()
+            yield Batch(ok, images, failures)

@@ -1,0 +1,81 @@
+"""Turn a validated config + loaded model into concrete work: method instances with checked layers,
+and the target specification. Everything that needs the model to validate is checked here, before
+any image is read, so config mistakes fail fast with exit code 2."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from xaicli.config import Config, MethodConfig
+from xaicli.errors import ConfigError, UnknownNameError
+from xaicli.methods import Method, TopK, create_method, get_method
+from xaicli.methods.base import TargetSpec
+from xaicli.methods.hooks import find_module
+from xaicli.models.layers import default_layer
+from xaicli.models.loader import LoadedModel
+
+
+@dataclass
+class PlannedMethod:
+    name: str
+    method: Method
+    layers: list[str | None]  # output keys of its maps (None: the input itself)
+    options: dict  # resolved options, for the manifest / run.json
+
+
+def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
+    planned = []
+    for i, mc in enumerate(cfg.methods):
+        key = f"methods[{i}]"
+        cls = get_method(mc.name, key=f"{key}.name")
+        layers = list(mc.layers)
+        if cls.requires_layer and not layers:
+            channels = 1 if loaded.mode == "L" else 3
+            layer = loaded.default_layer or default_layer(loaded.model, (channels, *loaded.size))
+            if layer is None:
+                raise ConfigError(f"{key}.layers", f"{mc.name} needs a layer and none could be chosen "
+                                  "automatically; list them with `xaicli layers -c CONFIG`")
+            layers = [layer]
+        for j, layer in enumerate(layers):
+            find_module(loaded.model, layer, key=f"{key}.layers[{j}]")
+        method = create_method(mc.name, loaded.model, layers, mc.options, key=key)
+        planned.append(PlannedMethod(mc.name, method, list(layers) if cls.requires_layer else [None],
+                                     method.opts))
+    return planned
+
+
+def apply_overrides(cfg: Config, methods: list[str] | None, layers: list[str] | None) -> None:
+    """``--method`` / ``--layer`` from the command line replace the config's choices.
+
+    A method named on the command line keeps the layers and options the config gives it, if any.
+    """
+    if methods:
+        by_name = {m.name: m for m in cfg.methods}
+        cfg.methods = [MethodConfig(name=n, layers=list(by_name[n].layers) if n in by_name else [],
+                                    options=dict(by_name[n].options) if n in by_name else {})
+                       for n in methods]
+    if layers:
+        for m in cfg.methods:
+            m.layers = list(layers)
+
+
+def plan_targets(cfg: Config, classes: list[str]) -> tuple[TargetSpec, list[str]]:
+    """The target spec and the slot names ('top1'... or 'class7'...) each image gets."""
+    t = cfg.targets
+    if t.classes is None:
+        k = min(t.topk or 1, len(classes))
+        return TopK(k), [f"top{r}" for r in range(1, k + 1)]
+    idx = []
+    for i, c in enumerate(t.classes):
+        key = f"targets.classes[{i}]"
+        if isinstance(c, int):
+            if not 0 <= c < len(classes):
+                raise ConfigError(key, f"class index {c} out of range 0..{len(classes) - 1}")
+            idx.append(c)
+        elif c in classes:
+            idx.append(classes.index(c))
+        else:
+            raise UnknownNameError("class", c, classes, key=key)
+    return torch.tensor(idx, dtype=torch.long)[None], [f"class{c}" for c in idx]

@@ -1,0 +1,70 @@
+"""Typed errors. The CLI maps each family to an exit code, so no error is ever swallowed or guessed at.
+
+* :class:`UsageError` and its subclasses -> exit code 2 (nothing was run).
+* Per-image failures are not exceptions that escape a run: they are recorded (summary + manifest).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def close_matches(word: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    """Nearest spellings of ``word`` among ``choices`` (also substring hits, useful for layer names)."""
+    choices = list(choices)
+    hits = difflib.get_close_matches(word, choices, n=n, cutoff=0.5)
+    for c in choices:
+        if len(hits) >= n:
+            break
+        if word and word in c and c not in hits:
+            hits.append(c)
+    return hits
+
+
+def format_choices(word: str, choices: Iterable[str], limit: int = 12) -> str:
+    """'did you mean ...? valid: ...' text shared by every 'unknown name' error."""
+    choices = list(choices)
+    near = close_matches(word, choices)
+    parts = []
+    if near:
+        parts.append("did you mean: " + ", ".join(repr(c) for c in near) + "?")
+    if len(choices) <= limit:
+        parts.append("valid choices: " + ", ".join(repr(c) for c in choices))
+    else:
+        parts.append(f"{len(choices)} valid choices, e.g. " + ", ".join(repr(c) for c in choices[:limit]))
+    return "; ".join(parts)
+
+
+class XaicliError(Exception):
+    """Base class of all errors xaicli raises on purpose."""
+
+
+class UsageError(XaicliError):
+    """Bad configuration or command line: exit code 2, nothing is run."""
+
+
+class ConfigError(UsageError):
+    """A config value is wrong. ``key`` is the dotted path in the YAML (e.g. ``methods[0].layers[1]``)."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"config error at '{key}': {message}")
+
+
+class ModelError(UsageError):
+    """The model cannot be loaded or a layer does not exist."""
+
+
+class UnknownNameError(UsageError):
+    """An unknown method, layer or class name, with the valid choices and close matches in the message."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], key: str | None = None):
+        self.kind, self.name, self.key = kind, name, key
+        where = f"config error at '{key}': " if key else ""
+        super().__init__(f"{where}unknown {kind} {name!r}; {format_choices(name, choices)}")
+
+
+class ImageDecodeError(XaicliError):
+    """One input file cannot be read as an image. Recorded per image; never stops a run."""

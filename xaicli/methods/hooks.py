@@ -1,0 +1,96 @@
+"""All hook and model-state handling lives here, so attribution code never touches hooks directly.
+
+Every context manager restores what it changed in ``finally``: hooks never outlive a call, also when
+the forward or backward pass raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from xaicli.errors import ModelError, UnknownNameError
+
+
+def find_module(model: nn.Module, name: str, key: str | None = None) -> nn.Module:
+    """The submodule called ``name`` (as in ``model.named_modules()``), with close matches on a miss."""
+    modules = dict(model.named_modules())
+    if name not in modules or name == "":
+        raise UnknownNameError("layer", name, [n for n in modules if n], key=key)
+    return modules[name]
+
+
+@contextmanager
+def inference_state(model: nn.Module) -> Iterator[None]:
+    """Eval mode and parameters frozen for the duration of an attribution call.
+
+    Freezing parameters means the autograd graph only exists where an attribution needs it (from the
+    hooked activation or the input up to the logits): no parameter gradients are computed and nothing
+    below a CAM target layer is back-propagated. Both are restored afterwards, even on error.
+    """
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@contextmanager
+def capture_activations(
+    model: nn.Module, layer_names: Sequence[str], *, differentiable: bool = True
+) -> Iterator[dict[str, Tensor]]:
+    """Record the output of each named layer during forward passes inside the ``with`` block.
+
+    With ``differentiable`` the first hooked layer's output becomes a fresh autograd leaf (parameters
+    are frozen by :func:`inference_state`, so no graph exists below it) and the model always continues
+    from a clone of the recorded tensor. Two things follow: ``torch.autograd.grad(score, acts[name])``
+    back-propagates only from the score down to the hooked layers, and an in-place op after a layer
+    (``ReLU(inplace=True)``, ``out += identity``) modifies the clone, never the recorded activation.
+    A module called several times (a shared ReLU) records its last call.
+    """
+    acts: dict[str, Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> Tensor | None:
+            if not isinstance(output, Tensor):
+                raise ModelError(f"layer {name!r} returns {type(output).__name__}, not a tensor; pick a layer "
+                                 "whose output is a feature map (see `xaicli layers`)")
+            if differentiable:
+                # the first hooked layer starts the graph (nothing below it needs gradients); a later
+                # one is already inside it and is recorded as is, so gradients reach both
+                start = output if output.requires_grad else output.detach().requires_grad_(True)
+                acts[name] = start
+                return start.clone()
+            acts[name] = output.detach().clone()
+            return None
+
+        return hook
+
+    try:
+        for name in layer_names:
+            module = find_module(model, name)
+            try:
+                handles.append(module.register_forward_hook(make_hook(name)))
+            except (RuntimeError, AttributeError) as err:  # TorchScript submodules refuse new hooks
+                raise ModelError(f"cannot hook layer {name!r} of this model ({err}); layer methods need an "
+                                 "eager nn.Module (TorchScript models support pixel methods only)") from err
+        yield acts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def grad_enabled_forward(model: nn.Module, x: Tensor) -> Tensor:
+    """Forward pass with autograd on (attribution calls may come from inside ``torch.no_grad()``)."""
+    with torch.enable_grad():
+        return model(x)

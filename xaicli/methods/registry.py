@@ -1,0 +1,69 @@
+"""The one place a method name lives.
+
+Each method module registers its class with :func:`register`; everything else (CLI choices, config
+validation, ``xaicli methods``, the README table, the contract tests) reads :func:`available_methods`.
+Method modules under ``xaicli.methods.cam`` and ``xaicli.methods.gradient`` are imported on first use,
+so adding a method is adding one file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from xaicli.errors import ConfigError, UnknownNameError
+from xaicli.methods.base import Method
+
+_REGISTRY: dict[str, type[Method]] = {}
+_LOADED = False
+_PACKAGES = ("xaicli.methods.cam", "xaicli.methods.gradient")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise RuntimeError(f"method name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    for pkg_name in _PACKAGES:
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{info.name}")
+    _LOADED = True
+
+
+def available_methods() -> dict[str, type[Method]]:
+    """All registered methods, CAM family first, then by name."""
+    _load_all()
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].family != "cam", kv[0])))
+
+
+def get_method(name: str, key: str | None = None) -> type[Method]:
+    methods = available_methods()
+    if name not in methods:
+        raise UnknownNameError("method", name, methods, key=key)
+    return methods[name]
+
+
+def create_method(
+    name: str, model: nn.Module, layers: Sequence[str] = (), options: dict[str, Any] | None = None,
+    key: str = "methods[0]",
+) -> Method:
+    """Instantiate a method by name, validating its options (errors cite ``key``)."""
+    cls = get_method(name, key=f"{key}.name")
+    if cls.requires_layer and not layers:
+        raise ConfigError(f"{key}.layers", f"method {name!r} needs at least one layer; "
+                          "run `xaicli layers -c CONFIG` to list them")
+    cls.resolve_options(options or {}, key=f"{key}.options")
+    return cls(model, layers, **(options or {}))

@@ -1,0 +1,36 @@
+"""Models that ship with xaicli, by name. Each entry knows its classes, preprocessing and default layer,
+so ``source: builtin`` configs need nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    factory: Callable[[], nn.Module]
+    classes: tuple[str, ...]
+    size: tuple[int, int]
+    mode: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_layer: str
+    description: str
+
+
+def _fashion_mnist() -> BuiltinModel:
+    from xaicli.models import fashion_mnist as fm
+
+    return BuiltinModel(
+        factory=fm.fashion_mnist_cnn, classes=tuple(fm.CLASSES), size=(28, 28), mode="L",
+        mean=tuple(fm.MEAN), std=tuple(fm.STD),
+        # seed 000: the second conv block's feature map after batch-norm, before the activation
+        default_layer="features.1.bn",
+        description="Fashion-MNIST CNN (3 conv blocks), trained by `python -m xaicli.demo.train`",
+    )
+
+
+BUILTIN_MODELS: dict[str, Callable[[], BuiltinModel]] = {"fashion_mnist_cnn": _fashion_mnist}

@@ -1,0 +1,63 @@
+"""Layer listing and the default layer choice, from one hooked dummy forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...] | None  # output shape for one input image, None if not called
+    order: int  # position in execution order (-1: never called)
+
+
+def describe_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[LayerInfo]:
+    """Every named module with its output shape for a (C, H, W) input, in definition order."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    order: dict[str, int] = {}
+    counter = [0]
+    handles = []
+
+    def make(name: str):
+        def hook(_m: nn.Module, _i: tuple, out: object) -> None:
+            if isinstance(out, Tensor):
+                shapes[name] = tuple(out.shape[1:])
+            counter[0] += 1
+            order[name] = counter[0]  # containers finish after their children
+
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make(name)))
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return [LayerInfo(n, type(m).__name__, shapes.get(n), order.get(n, -1))
+            for n, m in model.named_modules() if n]
+
+
+def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | None:
+    """The last spatial feature map before pooling: the usual Grad-CAM choice (e.g. ResNet's ``layer4``).
+
+    Among the modules whose output is the last executed (C, h, w) map with h, w > 1, the outermost one
+    (shortest name) is chosen, so ``layer4`` wins over ``layer4.1.relu``.
+    """
+    infos = [i for i in describe_layers(model, input_shape)
+             if i.shape is not None and len(i.shape) == 3 and min(i.shape[1:]) > 1
+             and not i.type.startswith("Adaptive")]  # VGG's 7x7 AdaptiveAvgPool2d is not a feature map
+    if not infos:
+        return None
+    last = max(i.order for i in infos)
+    shape = next(i.shape for i in infos if i.order == last)
+    # a container and its last children finish one after another with the same output
+    same = [i for i in infos if i.shape == shape and i.order >= last - 3]
+    return min(same, key=lambda i: (i.name.count("."), -i.order)).name

@@ -1,0 +1,198 @@
+"""Load a model from a config: builtin, torchvision architecture (+ checkpoint), TorchScript file or a
+Python factory. Every failure becomes a :class:`~xaicli.errors.ModelError` that says what to fix."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xaicli.config import Config, ModelConfig
+from xaicli.errors import ConfigError, ModelError, UnknownNameError
+from xaicli.models.builtin import BUILTIN_MODELS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to explain, with everything needed to feed it and name its outputs."""
+
+    model: nn.Module
+    classes: list[str]
+    size: tuple[int, int]
+    mode: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_layer: str | None
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types (pickle, zip, RuntimeError); all mean "unreadable"
+        raise ModelError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {err}") from err
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"checkpoint {path} does not hold a state_dict (a mapping of tensor names to "
+                         "tensors, optionally under 'state_dict' or 'model')")
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"checkpoint {path} does not fit the model: {str(err).splitlines()[0]} "
+                         f"(check model.name / model.num_classes)") from err
+
+
+def _head_size(state: dict[str, torch.Tensor], model: nn.Module) -> int | None:
+    """Classes in the checkpoint's final Linear layer, if it differs from the model's."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return None
+    name, layer = linears[-1]
+    w = state.get(f"{name}.weight")
+    return int(w.shape[0]) if w is not None and w.shape[0] != layer.out_features else None
+
+
+def _torchvision(cfg: ModelConfig, checkpoint: Path | None) -> nn.Module:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if cfg.name not in names:
+        raise UnknownNameError("torchvision architecture", cfg.name, names, key="model.name")
+    kwargs = {"weights": None}
+    state = _read_state_dict(checkpoint) if checkpoint else None
+    num_classes = cfg.num_classes
+    if num_classes is None and state is not None:
+        num_classes = _head_size(state, torchvision.models.get_model(cfg.name, weights=None))
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = torchvision.models.get_model(cfg.name, **kwargs)
+    if state is not None:
+        _load_weights(model, state, checkpoint)
+    return model
+
+
+def _factory(spec: str, base_dir: Path) -> nn.Module:
+    if ":" not in spec:
+        raise ConfigError("model.factory", f"expected 'package.module:function' or 'file.py:function', got {spec!r}")
+    target, func_name = spec.rsplit(":", 1)
+    if target.endswith(".py"):
+        file = Path(target) if Path(target).is_absolute() else base_dir / target
+        if not file.is_file():
+            raise ConfigError("model.factory", f"file not found: {file}")
+        mod_name = f"_xaicli_factory_{file.stem}"
+        spec_obj = importlib.util.spec_from_file_location(mod_name, file)
+        module = importlib.util.module_from_spec(spec_obj)
+        sys.modules[mod_name] = module
+        spec_obj.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise ConfigError("model.factory", f"cannot import module {target!r}: {err}") from err
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError("model.factory", f"{target!r} has no callable {func_name!r}")
+    model = func()
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"factory {spec} returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def _classes(cfg: Config, default: list[str] | None, n_out: int | None) -> list[str]:
+    value = cfg.model.classes
+    if isinstance(value, str):
+        lines = cfg.resolve_path(value).read_text(encoding="utf-8").splitlines()
+        return [ln.strip() for ln in lines if ln.strip()]
+    if value is not None:
+        return list(value)
+    if default is not None:
+        return default
+    return [str(i) for i in range(n_out or 0)]
+
+
+def load_model(cfg: Config) -> LoadedModel:
+    """Build the model in eval mode on the CPU, with its classes and preprocessing resolved."""
+    m = cfg.model
+    checkpoint = cfg.resolve_path(m.checkpoint) if m.checkpoint else None
+    builtin = None
+    if m.source == "builtin":
+        if m.name not in BUILTIN_MODELS:
+            raise UnknownNameError("builtin model", m.name, BUILTIN_MODELS, key="model.name")
+        builtin = BUILTIN_MODELS[m.name]()
+        model = builtin.factory()
+        if checkpoint:
+            _load_weights(model, _read_state_dict(checkpoint), checkpoint)
+    elif m.source == "torchvision":
+        model = _torchvision(m, checkpoint)
+    elif m.source == "torchscript":
+        from xaicli.models.torchscript import load_torchscript
+
+        model = load_torchscript(cfg.resolve_path(m.path))
+    else:
+        model = _factory(m.factory, cfg.base_dir)
+        if checkpoint:
+            _load_weights(model, _read_state_dict(checkpoint), checkpoint)
+    model.eval()
+
+    p = cfg.preprocess
+    if builtin is not None:
+        size, mode, mean, std = builtin.size, builtin.mode, builtin.mean, builtin.std
+    else:
+        size, mode, mean, std = (224, 224), "RGB", IMAGENET_MEAN, IMAGENET_STD
+    if p.mode is not None and p.mode != mode:  # switching mode without stats: neutral stats
+        mode = p.mode
+        mean, std = (0.5,) * (1 if mode == "L" else 3), (0.5,) * (1 if mode == "L" else 3)
+    size = tuple(p.size * 2 if p.size and len(p.size) == 1 else p.size or size)
+    mean = tuple(p.mean or mean)
+    std = tuple(p.std or std)
+    channels = 1 if mode == "L" else 3
+    for name, v in (("mean", mean), ("std", std)):
+        if len(v) not in (1, channels):
+            raise ConfigError(f"preprocess.{name}", f"has {len(v)} values but mode {mode!r} has {channels} channels")
+    n_out = _output_size(model, channels, size)
+    classes = _classes(cfg, list(builtin.classes) if builtin else None, n_out)
+    if n_out is not None and len(classes) != n_out:
+        raise ConfigError("model.classes", f"{len(classes)} class names for a model with {n_out} outputs")
+    return LoadedModel(model, classes, size, mode, mean, std, builtin.default_layer if builtin else None)
+
+
+def _output_size(model: nn.Module, channels: int, size: tuple[int, int]) -> int | None:
+    """Number of classes, from one dummy forward pass (which also proves the input shape works)."""
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, channels, *size))
+    except Exception as err:  # any model error here means "this input shape does not fit the model"
+        raise ModelError(f"the model fails on a {channels}x{size[0]}x{size[1]} input ({type(err).__name__}: "
+                         f"{err}); check preprocess.size and preprocess.mode") from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ModelError("the model must return class scores of shape (batch, classes); got "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+    return int(out.shape[1])
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; explicit devices are checked, not silently replaced."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device", f"{name!r} requested but CUDA is not available here (use auto or cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError("run.device", f"{name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return dev

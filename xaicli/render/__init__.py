@@ -1,0 +1,1 @@
+"""Rendering: colormaps, overlays (on the device, batched) and figures."""

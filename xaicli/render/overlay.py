@@ -1,0 +1,35 @@
+"""Heatmap overlays, computed batched on the device; only uint8 pixels leave it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xaicli.render.colormaps import DIVERGING, apply_colormap
+
+
+def to_rgb(images: Tensor) -> Tensor:
+    """(B, C, H, W) display images in [0, 1], C = 1 or 3 -> (B, H, W, 3)."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    return images.permute(0, 2, 3, 1)
+
+
+def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 0.5, signed: bool = False,
+            scale: int = 1) -> Tensor:
+    """Blend heatmaps over images: ``(1 - alpha) * image + alpha * colour(map)``.
+
+    images: (B, C, H, W) in [0, 1]; maps: (B, K, H, W) in [0, 1] ([-1, 1] if ``signed``, which then uses
+    a diverging colormap unless one was chosen). Returns uint8 (B, K, H*scale, W*scale, 3); ``scale``
+    enlarges small inputs with nearest-neighbour so pixels stay visible.
+    """
+    if signed and colormap not in DIVERGING:
+        colormap = "coolwarm"
+    if scale > 1:
+        images = F.interpolate(images.float(), scale_factor=scale, mode="nearest")
+        maps = F.interpolate(maps.float(), scale_factor=scale, mode="nearest")
+    base = to_rgb(images.float())[:, None]  # (B, 1, H, W, 3)
+    heat = apply_colormap(maps, colormap, signed)  # (B, K, H, W, 3)
+    out = (1 - alpha) * base + alpha * heat
+    return (out.clamp(0, 1) * 255).round().to(torch.uint8)
