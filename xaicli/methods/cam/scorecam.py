@@ -13,19 +13,20 @@ share the same masked forwards. ``max_n`` keeps the N channels with the largest 
 deviation per image (seed 001's ``max_N``): with N much smaller than C it is proportionally faster, at
 the price of dropping low-contrast channels (BENCHMARKS.md reports the correlation to the full map).
 
-``weights: channel_softmax`` reproduces pytorch-grad-cam instead: raw target logits of the masked
-inputs, soft-maxed over channels.
+``weights: channel_softmax`` with ``mask_align_corners: true`` reproduces pytorch-grad-cam instead:
+raw target logits of the masked inputs, soft-maxed over channels, masks upsampled corner-aligned.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from xaicli.methods.base import Explanation, Option, TargetSpec, resolve_targets
 from xaicli.methods.cam.base import CAM_OPTIONS, GradientCAM
 from xaicli.methods.hooks import capture_activations, inference_state
-from xaicli.methods.postprocess import minmax_normalise, upsample
+from xaicli.methods.postprocess import minmax_normalise
 from xaicli.methods.registry import register
 
 
@@ -42,14 +43,17 @@ class ScoreCAM(GradientCAM):
         "weights": Option("class_softmax", "class_softmax: target probability (seed 001, paper); "
                           "channel_softmax: target logit soft-maxed over channels (pytorch-grad-cam)",
                           choices=("class_softmax", "channel_softmax")),
+        "mask_align_corners": Option(False, "upsample masks with align_corners=True (pytorch-grad-cam's "
+                                            "UpsamplingBilinear2d); false = half-pixel centres like cv2/PIL"),
     }
 
     @torch.no_grad()
     def explain(self, x: Tensor, targets: TargetSpec) -> Explanation:
         size = (x.shape[-2], x.shape[-1])
-        with inference_state(self.model), capture_activations(self.model, self.layers,
-                                                              differentiable=False) as acts:
-            logits = self.model(x)  # (B, N)
+        with inference_state(self.model):
+            # the hooks must be gone before the masked forwards, which would overwrite the activations
+            with capture_activations(self.model, self.layers, differentiable=False) as acts:
+                logits = self.model(x)  # (B, N)
             tgt = resolve_targets(logits, targets)  # (B, K)
             maps = {name: self.finish(self.layer_cam(x, acts[name], tgt), size) for name in self.layers}
         return Explanation(maps=maps, targets=tgt, logits=logits)
@@ -63,7 +67,9 @@ class ScoreCAM(GradientCAM):
             keep = acts.flatten(2).std(dim=2).topk(n, dim=1).indices  # (B, n)
             acts = acts.gather(1, keep[:, :, None, None].expand(-1, -1, *acts.shape[2:]))
             c = n
-        masks = minmax_normalise(upsample(acts, tuple(x.shape[-2:]), "bilinear"))  # (B, n, H, W)
+        masks = F.interpolate(acts, size=tuple(x.shape[-2:]), mode="bilinear",
+                              align_corners=self.opts["mask_align_corners"])
+        masks = minmax_normalise(masks)  # (B, n, H, W)
         masks = masks.reshape(b * c, 1, *x.shape[-2:])  # (B*n, 1, H, W)
         image_of = torch.arange(b * c, device=x.device) // c  # row -> image index
         scores = []
