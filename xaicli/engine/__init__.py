@@ -1,0 +1,1 @@
+"""Run engine: decoding inputs, running methods over batches, recording per-image results."""
