@@ -1,0 +1,25 @@
+"""Documentation generated from the code, so README and code cannot drift apart.
+
+``python -m xaicli.docs`` prints the README's method table from the method registry; a test checks
+that README.md contains exactly this text.
+"""
+
+from __future__ import annotations
+
+from xaicli.methods import available_methods
+
+BEGIN, END = "<!-- methods-table:begin -->", "<!-- methods-table:end -->"
+
+
+def methods_table() -> str:
+    lines = [BEGIN, "| method | family | what it shows | paper | options (default) |", "|---|---|---|---|---|"]
+    for name, cls in available_methods().items():
+        family = cls.family + (", needs `layers`" if cls.requires_layer else "")
+        opts = "<br>".join(f"`{k}`={o.default!r}: {o.help}" for k, o in cls.options.items()) or "-"
+        lines.append(f"| `{name}` | {family} | {cls.summary} | {cls.paper} | {opts.replace('|', '/')} |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(methods_table())
