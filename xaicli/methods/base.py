@@ -122,6 +122,11 @@ class Method(ABC):
             for name, opt in cls.options.items()
         }
 
+    def signed(self) -> bool:
+        """True when maps lie in [-1, 1] (signed attributions) rather than [0, 1]; overlays then use a
+        diverging colormap."""
+        return False
+
     @abstractmethod
     def explain(self, x: Tensor, targets: TargetSpec) -> Explanation:
         """Attribution maps for every image of ``x`` and every requested target."""

@@ -31,7 +31,7 @@ def inference_state(model: nn.Module) -> Iterator[None]:
     hooked activation or the input up to the logits): no parameter gradients are computed and nothing
     below a CAM target layer is back-propagated. Both are restored afterwards, even on error.
     """
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # per module: mixed train/eval states survive
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         model.eval()
@@ -41,7 +41,8 @@ def inference_state(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 @contextmanager

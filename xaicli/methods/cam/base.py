@@ -44,16 +44,16 @@ class GradientCAM(Method):
     def explain(self, x: Tensor, targets: TargetSpec) -> Explanation:
         size = (x.shape[-2], x.shape[-1])
         with inference_state(self.model), capture_activations(self.model, self.layers) as acts:
-            with torch.enable_grad():
+            with torch.enable_grad():  # also when called from inside torch.no_grad()
                 logits = self.model(x)  # (B, N)
-            tgt = resolve_targets(logits, targets)  # (B, K)
-            leaves = [acts[name] for name in self.layers]
-            per_layer: list[list[Tensor]] = [[] for _ in self.layers]
-            for k in range(tgt.shape[1]):
-                score = logits.gather(1, tgt[:, k : k + 1]).sum()
-                grads = torch.autograd.grad(score, leaves, retain_graph=k < tgt.shape[1] - 1)
-                for i, (a, g) in enumerate(zip(leaves, grads, strict=True)):
-                    per_layer[i].append(self.combine(a, g))
+                tgt = resolve_targets(logits, targets)  # (B, K)
+                leaves = [acts[name] for name in self.layers]
+                per_layer: list[list[Tensor]] = [[] for _ in self.layers]
+                for k in range(tgt.shape[1]):
+                    score = logits.gather(1, tgt[:, k : k + 1]).sum()
+                    grads = torch.autograd.grad(score, leaves, retain_graph=k < tgt.shape[1] - 1)
+                    for i, (a, g) in enumerate(zip(leaves, grads, strict=True)):
+                        per_layer[i].append(self.combine(a, g))
         maps = {name: self.finish(torch.stack(cams, dim=1), size) for name, cams in zip(self.layers, per_layer,
                                                                                         strict=True)}
         return Explanation(maps=maps, targets=tgt, logits=logits.detach())

@@ -1,0 +1,190 @@
+"""Shared machinery of the pixel-attribution methods (gradients with respect to the input).
+
+Every pixel method computes raw per-target attributions ``a`` of shape (B, K, C, H, W) in
+:meth:`PixelMethod.attribute` and shares one post-processing path (:meth:`PixelMethod.postprocess`):
+
+1. ``reduce`` the channels, (B, K, C, H, W) -> (B, K, H, W):
+   ``abs_max`` ``max_c |a_c|`` (default; Simonyan et al. 2014), ``abs_sum`` ``sum_c |a_c|`` (seed 002's
+   ``sum(abs(.), 3)``), ``l2`` ``sqrt(sum_c a_c^2)``, ``sum`` ``sum_c a_c`` (signed);
+2. ``percentile_clip`` (default 99.5; 100 = off): values whose magnitude exceeds the p-th percentile of
+   ``|map|`` of their own map are clipped to it (nearest-rank percentile), so a few extreme pixels do not
+   flatten the rest of the map;
+3. ``normalise`` (default true): unsigned reductions are min-max normalised to [0, 1]; ``sum`` is
+   divided by its largest magnitude so it lies in [-1, 1] with 0 kept at 0 (see :meth:`signed`).
+
+Gradients are batched: for each target rank k one backward pass from the sum over the batch of the chosen
+logits ``sum_b y_b^{c_bk}`` gives every image its own gradient at once (image b's logit depends only on
+image b in eval mode). The model runs under :func:`~xaicli.methods.hooks.inference_state` (eval mode,
+parameters frozen, restored afterwards) and ``torch.enable_grad()`` (callers may be in ``no_grad``).
+Everything stays on the input's device.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xaicli.errors import ConfigError
+from xaicli.methods.base import Explanation, Method, Option, TargetSpec, resolve_targets
+from xaicli.methods.gradient._relu_rules import Rule, relu_rules
+from xaicli.methods.hooks import inference_state
+from xaicli.methods.postprocess import maxabs_normalise, minmax_normalise
+
+REDUCTIONS = ("abs_max", "abs_sum", "sum", "l2")
+
+PIXEL_OPTIONS: dict[str, Option] = {
+    "reduce": Option("abs_max", "how the colour channels become one map: abs_max (Simonyan et al.), abs_sum "
+                     "(seed 002), l2, or sum (signed, shown with a diverging colormap)", choices=REDUCTIONS),
+    "percentile_clip": Option(99.5, "clip each map at this percentile of |map| before normalising "
+                              "(100 = no clipping)", minimum=0.0),
+    "normalise": Option(True, "scale each map to [0, 1] ([-1, 1] for reduce: sum); "
+                        "false = raw reduced values"),
+}
+
+INTERNAL_BATCH_HELP = "model inputs per forward pass ({what}); lower it if memory is short"
+
+
+@dataclass
+class Attribution:
+    """Raw attributions before reduction: (B, K, C, H, W) per key (``None`` = the input itself)."""
+
+    maps: dict[str | None, Tensor]
+    targets: Tensor  # (B, K)
+    logits: Tensor  # (B, N), clean forward pass on the explained input
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class PixelMethod(Method):
+    """Base of the pixel methods: subclasses implement :meth:`attribute`; reduction is shared."""
+
+    family = "pixel"
+    options = PIXEL_OPTIONS
+
+    input_range: tuple[Tensor, Tensor] | None = None
+    """Per-channel (C,) normalised values of raw pixel 0 and raw pixel 1, set by the engine when it knows
+    the preprocessing. Used for the ``black`` / ``uniform`` IG baselines and the SmoothGrad noise scale;
+    when unset, black is all zeros and the range is each image's own per-channel min..max."""
+
+    @classmethod
+    def resolve_options(cls, given: Mapping[str, Any], key: str = "options") -> dict[str, Any]:
+        """Declared-option validation plus the checks that involve several options or upper bounds."""
+        opts = super().resolve_options(given, key)
+        if opts["percentile_clip"] > 100:
+            raise ConfigError(f"{key}.percentile_clip", f"must be <= 100, got {opts['percentile_clip']}")
+        return opts
+
+    def signed(self) -> bool:
+        """Whether maps carry a sign (values in [-1, 1]; render with a diverging colormap)."""
+        return self.opts["reduce"] == "sum"
+
+    @abstractmethod
+    def attribute(self, x: Tensor, targets: TargetSpec) -> Attribution:
+        """Raw (B, K, C, H, W) attributions of ``x`` (B, C, H, W) for the requested targets."""
+
+    def explain(self, x: Tensor, targets: TargetSpec) -> Explanation:
+        raw = self.attribute(x, targets)
+        maps = {key: self.postprocess(a) for key, a in raw.maps.items()}
+        return Explanation(maps=maps, targets=raw.targets, logits=raw.logits.detach(), extras=raw.extras)
+
+    def postprocess(self, attr: Tensor) -> Tensor:
+        """(B, K, C, H, W) raw attributions -> (B, K, H, W) float32 maps, reduced/clipped/normalised."""
+        maps = reduce_channels(attr.float(), self.opts["reduce"])
+        maps = clip_percentile(maps, self.opts["percentile_clip"])
+        if not self.opts["normalise"]:
+            return maps
+        return maxabs_normalise(maps) if self.signed() else minmax_normalise(maps)
+
+
+def reduce_channels(attr: Tensor, how: str) -> Tensor:
+    """(B, K, C, H, W) -> (B, K, H, W) by one of :data:`REDUCTIONS`."""
+    if how == "abs_max":
+        return attr.abs().amax(dim=2)
+    if how == "abs_sum":
+        return attr.abs().sum(dim=2)
+    if how == "sum":
+        return attr.sum(dim=2)
+    if how == "l2":
+        return attr.pow(2).sum(dim=2).sqrt()
+    raise ValueError(f"unknown reduction {how!r}; expected one of {REDUCTIONS}")
+
+
+def clip_percentile(maps: Tensor, percentile: float) -> Tensor:
+    """Clip each (H, W) map of (..., H, W) to [-q, q], q = nearest-rank ``percentile`` of its ``|map|``.
+
+    ``kthvalue`` rather than ``torch.quantile``: the latter refuses inputs above 16M elements.
+    """
+    if percentile >= 100:
+        return maps
+    flat = maps.flatten(-2)  # (..., H*W)
+    n = flat.shape[-1]
+    k = min(max(math.ceil(percentile / 100 * n), 1), n)
+    q = flat.abs().kthvalue(k, dim=-1, keepdim=True).values  # (..., 1)
+    return torch.clamp(flat, min=-q, max=q).view_as(maps)
+
+
+def input_gradients(
+    model: nn.Module, x: Tensor, targets: TargetSpec, rule: Rule | None = None
+) -> Attribution:
+    """d y^c / d x for every target rank, optionally with a modified ReLU backward ``rule``.
+
+    One forward pass of the whole batch, then one backward pass per target rank (see module docstring).
+    Returns (B, K, C, H, W) gradients under key ``None``.
+    """
+    leaf = x.detach().requires_grad_(True)
+    rules = relu_rules(model, rule) if rule is not None else nullcontext()
+    with inference_state(model), torch.enable_grad(), rules as stats:
+        logits = model(leaf)  # (B, N)
+        tgt = resolve_targets(logits, targets)  # (B, K)
+        grads = []
+        for k in range(tgt.shape[1]):
+            score = logits.gather(1, tgt[:, k : k + 1]).sum()
+            (g,) = torch.autograd.grad(score, leaf, retain_graph=k < tgt.shape[1] - 1)
+            grads.append(g)
+    if stats is not None and stats.calls == 0:
+        warnings.warn(f"the {rule} ReLU rule found no ReLU in this model (ReLU6/SiLU/GELU... keep their "
+                      "ordinary gradient): the result is the plain input gradient", stacklevel=3)
+    return Attribution(maps={None: torch.stack(grads, dim=1)}, targets=tgt, logits=logits.detach())
+
+
+def row_chunks(rows: int, size: int, device: torch.device) -> Iterator[tuple[range, Tensor]]:
+    """Consecutive chunks of at most ``size`` rows covering ``range(rows)``: (host range, device indices)."""
+    for start in range(0, rows, size):
+        stop = min(start + size, rows)
+        yield range(start, stop), torch.arange(start, stop, device=device)
+
+
+def input_bounds(x: Tensor, input_range: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+    """Lowest and highest valid input value per channel, broadcastable to ``x`` (B, C, H, W).
+
+    From :attr:`PixelMethod.input_range` when set ((1, C, 1, 1) each), otherwise each image's own
+    per-channel minimum and maximum ((B, C, 1, 1) each).
+    """
+    if input_range is not None:
+        lo, hi = (t.to(device=x.device, dtype=x.dtype).view(1, -1, 1, 1) for t in input_range)
+        return lo, hi
+    return x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (B, C, H, W) with reflect padding; radius ceil(3 sigma), capped by size."""
+    if sigma <= 0:
+        return x
+    radius = min(math.ceil(3 * sigma), x.shape[-2] - 1, x.shape[-1] - 1)
+    if radius < 1:
+        return x
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()  # (2r+1,)
+    c = x.shape[1]
+    out = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)  # along W
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)  # along H

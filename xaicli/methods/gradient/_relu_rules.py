@@ -1,0 +1,129 @@
+"""Modified ReLU backward rules for guided backpropagation and deconvnet, active for one call only.
+
+Both rules keep the forward pass (``max(x, 0)``) and change only what flows back through a ReLU, with
+``X`` the ReLU input and ``dL/dZ`` the gradient arriving at its output (seed 002)::
+
+    ordinary ReLU     dL/dX = (X > 0) * dL/dZ
+    guided backprop   dL/dX = (X > 0) * (dL/dZ > 0) * dL/dZ      (Springenberg et al. 2015)
+    deconvnet         dL/dX =           (dL/dZ > 0) * dL/dZ      (Zeiler & Fergus 2014)
+
+:func:`relu_rules` installs the rule, as a custom :class:`torch.autograd.Function`, in two places:
+
+* every ``nn.ReLU`` module (``inplace=True`` included): its ``forward`` is replaced on the instance, so
+  the module object, its name and any hooks on it stay as they are (a CAM layer can still be hooked);
+* the functional entry points ``torch.relu``, ``torch.relu_``, ``F.relu``, ``F.relu_`` and the tensor
+  methods ``Tensor.relu`` / ``Tensor.relu_`` (torchvision DenseNet and Inception call ``F.relu`` in
+  ``forward``). Captum overrides ``nn.ReLU`` modules only.
+
+Everything is restored in ``finally``, also when the forward or backward pass raises.
+
+Not covered, deliberately: ReLU6, LeakyReLU, SiLU, Hardswish, GELU and ``torch.clamp(x, min=0)`` keep
+their ordinary gradient, as in Captum (the rules are defined for ReLU; MobileNet/EfficientNet-style
+activations have none in the papers). On such models the result drifts towards the vanilla gradient;
+:attr:`RuleStats.calls` counts the ReLUs that went through a rule so callers can warn when it is zero.
+A name bound at import time (``from torch.nn.functional import relu``) and TorchScript code are out of
+reach of the functional patch. The functional patch is process-wide for the duration of the call: do
+not run other models in other threads meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Rule = Literal["guided", "deconvnet"]
+
+
+class _GatedReLU(torch.autograd.Function):
+    """``max(x, 0)`` forward; backward gated by the incoming gradient's sign (and ``x > 0`` if guided)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, guided: bool) -> Tensor:
+        out = x.clamp_min(0)
+        ctx.guided = guided
+        ctx.save_for_backward(out)  # out > 0  <=>  x > 0
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:
+        (out,) = ctx.saved_tensors
+        grad = grad_out.clamp_min(0)  # (dL/dZ > 0) * dL/dZ
+        if ctx.guided:
+            grad = grad * (out > 0)  # (X > 0) * ...
+        return grad, None
+
+
+class _GatedReLUInplace(torch.autograd.Function):
+    """In-place twin of :class:`_GatedReLU` for ``inplace=True`` / ``relu_`` callers."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, guided: bool) -> Tensor:
+        ctx.mark_dirty(x)
+        x.clamp_min_(0)
+        ctx.guided = guided
+        ctx.save_for_backward(x)
+        return x
+
+    backward = _GatedReLU.backward
+
+
+@dataclass
+class RuleStats:
+    """How many ReLU applications went through the rule while it was installed."""
+
+    calls: int = 0
+
+
+PATCHED_FUNCTIONS: tuple[tuple[object, str], ...] = (
+    (torch, "relu"), (torch, "relu_"), (F, "relu"), (F, "relu_"),
+    (torch.Tensor, "relu"), (torch.Tensor, "relu_"),
+)
+"""The functional entry points replaced while a rule is installed, as (owner, attribute name)."""
+
+
+@contextmanager
+def relu_rules(model: nn.Module, rule: Rule) -> Iterator[RuleStats]:
+    """Route every ReLU of ``model`` (modules and functional calls) through ``rule`` inside the block."""
+    guided = rule == "guided"
+    stats = RuleStats()
+
+    def apply(x: Tensor, inplace: bool = False) -> Tensor:
+        stats.calls += 1
+        return (_GatedReLUInplace if inplace else _GatedReLU).apply(x, guided)
+
+    def module_forward(inplace: bool):
+        return lambda x: apply(x, inplace)
+
+    replacements = {
+        (torch, "relu"): lambda input: apply(input),
+        (torch, "relu_"): lambda input: apply(input, True),
+        (F, "relu"): lambda input, inplace=False: apply(input, inplace),
+        (F, "relu_"): lambda input: apply(input, True),
+        (torch.Tensor, "relu"): lambda self: apply(self),
+        (torch.Tensor, "relu_"): lambda self: apply(self, True),
+    }
+    # (owner, name, had its own attribute, original) - restored in reverse order
+    saved: list[tuple[object, str, bool, object]] = []
+    try:
+        for module in model.modules():
+            if isinstance(module, nn.ReLU):
+                own = "forward" in module.__dict__
+                saved.append((module, "forward", own, module.__dict__.get("forward")))
+                module.forward = module_forward(module.inplace)
+        for owner, name in PATCHED_FUNCTIONS:
+            own = name in vars(owner)
+            saved.append((owner, name, own, vars(owner).get(name)))
+            setattr(owner, name, replacements[(owner, name)])
+        yield stats
+    finally:
+        for owner, name, own, original in reversed(saved):
+            if own:
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)
