@@ -1,0 +1,1 @@
+"""Model loading: built-in models, torchvision, TorchScript and Python factories."""
