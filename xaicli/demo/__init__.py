@@ -1,0 +1,1 @@
+"""Demo assets: Fashion-MNIST loading and the training script for the shipped demo model."""
