@@ -1,0 +1,74 @@
+"""The benchmark library (xaicli.bench): rows, agreement, report formats; tiny sizes, numbers not checked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xaicli.bench import BenchOptions, run_benchmark
+from xaicli.bench.references import PGC, reference_available
+from xaicli.bench.report import as_json, as_markdown, as_text
+from xaicli.errors import UsageError
+
+TINY = dict(size=64, batch=2, images=2, heavy_images=1, scorecam_images=1, repeats=1, heavy_repeats=1,
+            e2e_images=0)
+
+
+@pytest.fixture(scope="module")
+def report():
+    return run_benchmark(BenchOptions(methods=["gradcam", "saliency", "topk"], **TINY),
+                         log=lambda _line: None)
+
+
+def test_rows_have_rates_ratios_and_agreement(report):
+    rows = {r.method: r for r in report.rows}
+    assert set(rows) == {"gradcam", "saliency", "gradcam top-3 vs top-1"}
+    cam = rows["gradcam"]
+    assert cam.xaicli > 0 and cam.target == ">= 3x" and cam.note == "layer layer4"
+    if reference_available(PGC):
+        assert cam.reference == "pytorch-grad-cam GradCAM" and cam.ratio == pytest.approx(
+            cam.xaicli / cam.reference_rate)
+        assert cam.agreement > 0.99  # same maps as pytorch-grad-cam (sanity of what is timed)
+    topk = rows["gradcam top-3 vs top-1"]
+    assert topk.ratio == pytest.approx(topk.reference_rate / topk.xaicli) and topk.met == (topk.ratio < 3)
+    assert report.environment["cores"] >= 1 and report.environment["torch"]
+
+
+def test_report_formats(report):
+    text, md = as_text(report), as_markdown(report)
+    for out in (text, md):
+        assert "gradcam top-3 vs top-1" in out and "load average" in out and "versions: python" in out
+    assert md.splitlines()[0].startswith("| method | model |")
+    data = json.loads(as_json(report))
+    assert [r["method"] for r in data["rows"]] == [r.method for r in report.rows]
+
+
+def test_unknown_row_is_a_usage_error():
+    with pytest.raises(UsageError, match="did you mean: 'gradcam'"):
+        run_benchmark(BenchOptions(methods=["gradcm"], **TINY))
+
+
+def test_cli_help(cli):
+    res = cli("bench", "--help")
+    assert res.exit_code == 0 and "pytorch-grad-cam" in res.output
+
+
+def test_end_to_end_row_runs_both_fresh_processes(tmp_path):
+    opts = BenchOptions(methods=["e2e"], **{**TINY, "e2e_images": 4, "e2e_repeats": 1}, workdir=tmp_path)
+    (row,) = run_benchmark(opts, log=lambda _line: None).rows
+    assert row.xaicli > 0 and len(list((tmp_path / "out_xaicli").rglob("*.npy"))) == 4
+    if reference_available(PGC):
+        assert row.reference_rate > 0 and row.agreement > 0.9
+
+
+def test_missing_reference_library_skips_its_rows_with_a_note(monkeypatch):
+    import xaicli.bench.suite as suite
+
+    monkeypatch.setattr(suite, "reference_available", lambda library: False)
+    report = run_benchmark(BenchOptions(methods=["gradcam"], **TINY), log=lambda _line: None)
+    (row,) = report.rows
+    assert row.reference == "-" and row.reference_rate is None and row.ratio is None and row.met is None
+    assert row.xaicli > 0
+    assert any("pytorch-grad-cam" in n and "skipped" in n for n in report.notes)
+    assert "not installed" in as_text(report)

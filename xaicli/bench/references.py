@@ -1,0 +1,115 @@
+"""The reference implementations the benchmark compares against: pytorch-grad-cam and Captum.
+
+Both are optional. :func:`reference_available` says whether a library imports; the suite skips its rows
+with a note otherwise. Each :class:`Reference` is used the way that library's documentation shows, with
+its defaults, on a normalised input tensor on the model's device:
+
+* pytorch-grad-cam: ``with GradCAM(model=model, target_layers=[layer]) as cam: cam(input_tensor=x,
+  targets=None)`` (top-1 targets, chosen by the library from its own forward pass). ScoreCAM keeps its
+  default inner batch of 16 masked images; its per-image tqdm bar is created with ``disable=True``.
+* Captum: ``Saliency``, ``GuidedBackprop``, ``Deconvolution``, ``GuidedGradCam``,
+  ``IntegratedGradients`` (50 steps, ``internal_batch_size`` equal to xaicli's) and
+  ``NoiseTunnel(Saliency)`` (25 samples, ``nt_samples_batch_size`` giving the same rows per pass as
+  xaicli). Captum needs explicit targets: they are computed once, outside the timed call, which
+  favours Captum by one forward pass per batch.
+
+Only the library call is timed; turning Captum's raw attributions into maps for the agreement column
+(:meth:`Reference.to_maps`) happens afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor, nn
+
+PGC = "pytorch_grad_cam"
+CAPTUM = "captum"
+
+
+def reference_available(library: str) -> bool:
+    return importlib.util.find_spec(library) is not None
+
+
+@dataclass
+class Reference:
+    """One reference method bound to a model: ``run`` is timed, ``to_maps`` is not."""
+
+    name: str
+    run: Callable[[Tensor, Tensor], object]  # (normalised x (B, C, H, W), targets (B,)) -> raw output
+    to_maps: Callable[[object], Tensor]  # raw output -> (B, H, W) float maps on the CPU
+    close: Callable[[], None] = lambda: None
+
+
+def _pgc(kind: str, model: nn.Module, layer: nn.Module) -> Reference:
+    import pytorch_grad_cam as pgc
+    import pytorch_grad_cam.score_cam as score_cam
+    import tqdm
+
+    # ScoreCAM draws a progress bar per image; keep the bar's code path, silence its output
+    score_cam.tqdm = SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
+
+    cls = {"gradcam": pgc.GradCAM, "gradcam_pp": pgc.GradCAMPlusPlus, "scorecam": pgc.ScoreCAM}[kind]
+    cam = cls(model=model, target_layers=[layer])
+    return Reference(
+        name=f"pytorch-grad-cam {cls.__name__}",
+        run=lambda x, _targets: cam(input_tensor=x, targets=None),
+        to_maps=lambda out: torch.from_numpy(out).float(),
+        close=cam.activations_and_grads.release,
+    )
+
+
+def _captum(kind: str, model: nn.Module, layer: nn.Module | None, *, baseline: Tensor, stdev: float,
+            internal_batch_size: int, reduce: Callable[[Tensor], Tensor]) -> Reference:
+    from captum import attr
+
+    if kind == "saliency":
+        algo, kwargs, label = attr.Saliency(model), {}, "Saliency"
+    elif kind == "guided_backprop":
+        algo, kwargs, label = attr.GuidedBackprop(model), {}, "GuidedBackprop"
+    elif kind == "deconvnet":
+        algo, kwargs, label = attr.Deconvolution(model), {}, "Deconvolution"
+    elif kind == "guided_gradcam":
+        algo, kwargs, label = attr.GuidedGradCam(model, layer), {}, "GuidedGradCam"
+    elif kind == "integrated_gradients":
+        algo, label = attr.IntegratedGradients(model), "IntegratedGradients(n_steps=50)"
+        kwargs = {"n_steps": 50, "method": "riemann_trapezoid", "internal_batch_size": internal_batch_size}
+    elif kind == "smoothgrad":
+        algo, label = attr.NoiseTunnel(attr.Saliency(model)), "NoiseTunnel(Saliency, smoothgrad, 25)"
+        kwargs = {"nt_type": "smoothgrad", "nt_samples": 25, "stdevs": stdev}
+    else:
+        raise KeyError(kind)
+
+    def run(x: Tensor, targets: Tensor) -> Tensor:
+        extra = dict(kwargs)
+        if kind == "integrated_gradients":
+            extra["baselines"] = baseline.expand_as(x)
+        if kind == "smoothgrad":
+            extra["nt_samples_batch_size"] = max(1, internal_batch_size // x.shape[0])
+        return algo.attribute(x, target=targets, **extra)
+
+    return Reference(name=f"captum {label}", run=run, to_maps=lambda out: reduce(out.detach().float()).cpu())
+
+
+def make_reference(kind: str, model: nn.Module, layer: nn.Module | None, **captum_args) -> Reference | None:
+    """The reference for xaicli method ``kind`` (None when there is none or its library is missing)."""
+    if kind in ("gradcam", "gradcam_pp", "scorecam"):
+        return _pgc(kind, model, layer) if reference_available(PGC) else None
+    if kind in ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", "integrated_gradients",
+                "smoothgrad"):
+        return _captum(kind, model, layer, **captum_args) if reference_available(CAPTUM) else None
+    return None
+
+
+def reference_library(kind: str) -> str | None:
+    if kind in ("gradcam", "gradcam_pp", "scorecam"):
+        return PGC
+    if kind in ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", "integrated_gradients",
+                "smoothgrad"):
+        return CAPTUM
+    return None

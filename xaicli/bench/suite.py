@@ -1,0 +1,426 @@
+"""The benchmark suite: xaicli's engine against pytorch-grad-cam and Captum, in one process.
+
+One model (a torchvision architecture with random weights, no download) is loaded once; the reference
+libraries get a deep copy in PyTorch's default layout, exactly as a user would hand it to them, and
+xaicli's :class:`~xaicli.engine.run.Explainer` gets the original (and prepares it as ``xaicli explain``
+does). Both see the same synthetic images. Each row is timed with xaicli and the reference alternating
+repeat by repeat, so a load change on a shared machine hits both sides alike.
+
+What is timed on xaicli's side is :meth:`Explainer.explain_batch` (normalisation on the device, the
+method, post-processing) plus copying the maps to the host; on the reference side the library call
+alone (see :mod:`xaicli.bench.references`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from xaicli.bench.measure import Timing, pearson, sync, synthetic_images
+from xaicli.bench.references import CAPTUM, PGC, make_reference, reference_available, reference_library
+
+#: xaicli method -> (options for the comparison, required speed-up over the reference or None)
+#: Options align xaicli with the reference's formulation so that the agreement column is meaningful
+#: (Grad-CAM++ without alpha normalisation, Score-CAM's channel softmax and align-corners masks are
+#: pytorch-grad-cam's); they do not change the cost. Options this xaicli build lacks are dropped.
+COMPARISONS: dict[str, tuple[dict, float | None]] = {
+    "gradcam": ({}, 3.0),
+    "gradcam_pp": ({"alpha_norm": False}, 3.0),
+    "scorecam": ({"weights": "channel_softmax", "mask_align_corners": True}, 1.2),
+    "saliency": ({}, None),
+    "guided_backprop": ({}, None),
+    "deconvnet": ({}, None),
+    "guided_gradcam": ({}, None),
+    "integrated_gradients": ({"steps": 50, "internal_batch_size": 64}, 1.0),
+    "smoothgrad": ({"samples": 25, "internal_batch_size": 64}, 1.0),
+}
+HEAVY = ("scorecam", "integrated_gradients", "smoothgrad")
+EXTRA_ROWS = ("forward", "topk", "e2e")
+ALL_ROWS = (*COMPARISONS, *EXTRA_ROWS)
+SCORECAM_MAX_N = 64
+SCORECAM_MAX_N_TARGET = 6.0
+TOPK_LIMIT = 3.0
+E2E_TARGET = 2.5
+
+
+@dataclass
+class BenchOptions:
+    model: str = "resnet18"
+    size: int = 224
+    batch: int = 32
+    images: int = 64  # per timed call, for the fast rows
+    heavy_images: int = 4  # per timed call, for integrated gradients and SmoothGrad
+    scorecam_images: int = 2  # per timed call, for Score-CAM (every channel is a forward pass per image)
+    repeats: int = 5
+    heavy_repeats: int = 3
+    device: str = "cpu"
+    precision: str = "fp32"
+    methods: Sequence[str] | None = None  # rows to run (see ALL_ROWS); None = all
+    e2e_images: int = 256
+    e2e_repeats: int = 3
+    workdir: Path | None = None  # where the end-to-end row writes its JPEGs and outputs
+    user_script: Path | None = None  # the pytorch-grad-cam user script (default: benchmarks/ in the repo)
+    seed: int = 0
+
+    def quick(self) -> BenchOptions:
+        """A smoke run in a minute or two: few images, few repeats (numbers are indicative only)."""
+        return replace(self, batch=min(self.batch, 8), images=min(self.images, 8), heavy_images=1,
+                       scorecam_images=1, repeats=2, heavy_repeats=1, e2e_images=min(self.e2e_images, 16),
+                       e2e_repeats=1)
+
+
+@dataclass
+class Row:
+    """One line of the table. ``ratio`` is xaicli / reference images/s, except for the top-k row where
+    it is the cost of top-3 relative to top-1 (lower is better)."""
+
+    method: str
+    model: str
+    size: int
+    batch: int
+    images: int
+    xaicli: float | None  # images/s
+    reference: str
+    reference_rate: float | None
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+    agreement: float | None = None  # Pearson correlation of the maps (see ``agreement_with``)
+    agreement_with: str = ""
+    note: str = ""
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class BenchReport:
+    options: BenchOptions
+    environment: dict
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def environment(device: torch.device) -> dict:
+    """Machine and library versions, recorded with every benchmark."""
+    from importlib import metadata
+
+    import torchvision
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    env = {
+        "cpu": cpu, "cores": os.cpu_count(), "ram_gib": mem, "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "grad-cam": version("grad-cam"), "captum": version("captum"), "device": str(device),
+        "load_average_start": _loadavg(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _config(opts: BenchOptions, method: str, options: dict, topk: int = 1):
+    from xaicli.config import config_from_dict
+
+    return config_from_dict({
+        "model": {"source": "torchvision", "name": opts.model},
+        "preprocess": {"size": [opts.size, opts.size]},
+        "methods": [{"name": method, "options": options}],
+        "targets": {"topk": topk},
+        "run": {"device": opts.device, "batch_size": opts.batch, "precision": opts.precision},
+    })
+
+
+def _chunks(x: Tensor, batch: int) -> list[Tensor]:
+    return [x[i : i + batch] for i in range(0, x.shape[0], batch)]
+
+
+def measure_pair(a: Callable[[], object], b: Callable[[], object] | None, images: int, repeats: int,
+                 device: torch.device, warm: tuple[Callable[[], object] | None, ...] | None = None,
+                 ) -> tuple[Timing, Timing | None]:
+    """Time ``a`` and ``b`` alternately (a, b, a, b, ...) after one untimed warm-up call each (of
+    ``warm``'s functions when given, e.g. the same call on one image for the slow rows). Each Timing's
+    ``last`` holds the output of its last timed call."""
+    sa: list[float] = []
+    sb: list[float] = []
+    last: list[object] = [None, None]
+    for fn in warm or (a, b):
+        if fn is not None:
+            fn()
+            sync(device)
+    for _ in range(repeats):
+        for i, (fn, out) in enumerate(((a, sa), (b, sb))):
+            if fn is None:
+                continue
+            t0 = time.perf_counter()
+            last[i] = fn()
+            sync(device)
+            out.append(time.perf_counter() - t0)
+    ta = Timing(sa, images, last[0])
+    return ta, (Timing(sb, images, last[1]) if b is not None else None)
+
+
+class Suite:
+    """Runs the rows of one benchmark; ``log`` receives one line per finished step."""
+
+    def __init__(self, opts: BenchOptions, log: Callable[[str], None] = print):
+        from xaicli.models.loader import load_model, select_device
+
+        self.opts = opts
+        self.log = log
+        self.device = select_device(opts.device)
+        torch.manual_seed(opts.seed)
+        self.loaded = load_model(_config(opts, "gradcam", {}))
+        # what a user hands to the reference libraries: the same weights, PyTorch's default layout
+        self.ref_model = copy.deepcopy(self.loaded.model).to(self.device).eval()
+        self.report = BenchReport(opts, environment(self.device))
+        self.images = synthetic_images(max(opts.images, opts.heavy_images, opts.scorecam_images),
+                                       (opts.size, opts.size), seed=opts.seed)
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def explainer(self, method: str, options: dict, topk: int = 1):
+        from xaicli.engine.run import Explainer
+        from xaicli.methods import get_method
+
+        known = get_method(method).options
+        options = {k: v for k, v in options.items() if k in known}
+        return Explainer(_config(self.opts, method, options, topk), self.loaded, self.device)
+
+    def engine_fn(self, explainer, images: Tensor, batch: int, render: bool = False) -> Callable[[], list]:
+        """What xaicli does per batch: explain on the device, maps (and optionally overlays) to the host."""
+        from xaicli.render.overlay import overlay
+
+        chunks = _chunks(images.pin_memory() if self.device.type == "cuda" else images, batch)
+
+        def run() -> list[Tensor]:
+            out = []
+            for chunk in chunks:
+                _, _, maps, _ = explainer.explain_batch(chunk)
+                for m in maps.values():
+                    if render:
+                        overlay(chunk.to(m.device), m).cpu()
+                    out.append(m.cpu())
+            return out
+
+        return run
+
+    def normalised(self, explainer, images: Tensor) -> Tensor:
+        mean, std = explainer.mean, explainer.std
+        return ((images.to(self.device) - mean) / std).contiguous()
+
+    def targets(self, x: Tensor, batch: int) -> list[Tensor]:
+        with torch.no_grad():
+            return [self.ref_model(c).argmax(dim=1) for c in _chunks(x, batch)]
+
+    def layer_module(self, explainer):
+        from xaicli.methods.hooks import find_module
+
+        layer = next((ly for pm in explainer.methods for ly in pm.layers if ly is not None), None)
+        return layer, (find_module(self.ref_model, layer) if layer else None)
+
+    # --- rows ----------------------------------------------------------------------------------------
+
+    def run(self, rows: Sequence[str]) -> BenchReport:
+        from xaicli.methods import available_methods
+
+        known = available_methods()
+        for name in rows:
+            t0 = time.perf_counter()
+            if name == "forward":
+                self.forward_row()
+            elif name == "topk":
+                self.topk_row()
+            elif name == "e2e":
+                from xaicli.bench.end_to_end import end_to_end_row
+
+                layer, _ = self.layer_module(self.explainer("gradcam", {}))
+                self.add(end_to_end_row(self.opts, self.ref_model, layer, self.log))
+            elif name not in known:
+                self.report.notes.append(f"{name}: not available in this xaicli build (skipped)")
+                continue
+            else:
+                self.method_row(name)
+            self.log(f"  {name}: {time.perf_counter() - t0:.0f}s")
+        self.report.environment["load_average_end"] = _loadavg()
+        return self.report
+
+    def add(self, row: Row | None) -> None:
+        if row is not None:
+            self.report.rows.append(row)
+            rate = f"{row.xaicli:.2f}" if row.xaicli else "-"
+            ref = f"{row.reference_rate:.2f}" if row.reference_rate else "-"
+            ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"
+            self.log(f"{row.method}: xaicli {rate} img/s, {row.reference} {ref} img/s, ratio {ratio}")
+
+    def forward_row(self) -> None:
+        """Context: a plain forward pass of the model (no attribution), as xaicli prepares the model."""
+        explainer = self.explainer("gradcam", {})
+        x = self.normalised(explainer, self.images[: self.opts.images])
+        if explainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        chunks = _chunks(x, self.opts.batch)
+
+        def fwd(model) -> Callable[[], None]:
+            def run() -> None:
+                with torch.inference_mode(), explainer.autocast():
+                    for c in chunks:
+                        model(c)
+            return run
+
+        plain = _chunks(self.normalised(explainer, self.images[: self.opts.images]), self.opts.batch)
+
+        def ref() -> None:
+            with torch.no_grad():
+                for c in plain:
+                    self.ref_model(c)
+
+        ta, tb = measure_pair(fwd(explainer.loaded.model), ref, x.shape[0], self.opts.repeats, self.device)
+        self.add(Row("forward (no attribution)", self.opts.model, self.opts.size, self.opts.batch, x.shape[0],
+                     ta.rate, "torch no_grad forward, default layout", tb.rate, tb.median / ta.median,
+                     note="context only: xaicli's model preparation vs the plain model",
+                     seconds={"xaicli": ta.seconds, "reference": tb.seconds}))
+
+    def method_row(self, name: str) -> None:
+        opts = self.opts
+        options, target = COMPARISONS.get(name, ({}, None))
+        n = opts.images
+        if name in HEAVY:
+            n = opts.scorecam_images if name == "scorecam" else opts.heavy_images
+        batch = min(opts.batch, n)
+        repeats = opts.heavy_repeats if name in HEAVY else opts.repeats
+        images = self.images[:n]
+        explainer = self.explainer(name, options)
+        layer, module = self.layer_module(explainer)
+        lo, hi = (0 - explainer.mean) / explainer.std, (1 - explainer.mean) / explainer.std
+        ref = None
+        library = reference_library(name)
+        if library is not None and not reference_available(library):
+            self.report.notes.append(f"{name}: {library} is not installed, reference row skipped")
+        elif library is not None:
+            ref = make_reference(name, self.ref_model, module, baseline=lo,
+                                 stdev=0.15 * float((hi - lo).mean()),
+                                 internal_batch_size=options.get("internal_batch_size", 64),
+                                 reduce=self._pixel_maps(explainer))
+        # the slow rows warm up on one image: enough for lazy initialisation at a fraction of the cost
+        warm_images = images[:1] if name in HEAVY else images
+        try:
+            ours = self.engine_fn(explainer, images, batch)
+            ref_run = self.reference_fn(ref, explainer, images, batch) if ref else None
+            warm = (self.engine_fn(explainer, warm_images, batch),
+                    self.reference_fn(ref, explainer, warm_images, batch) if ref else None)
+            ta, tb = measure_pair(ours, ref_run, n, repeats, self.device, warm)
+            agreement = None
+            if tb is not None:
+                mine = torch.cat([m[:, 0] for m in ta.last]).float()
+                theirs = torch.cat([ref.to_maps(o) for o in tb.last])
+                agreement = pearson(mine, theirs)
+        finally:
+            if ref is not None:
+                ref.close()
+        ratio = ta.rate / tb.rate if tb is not None else None
+        self.add(Row(name, opts.model, opts.size, batch, n, ta.rate, ref.name if ref else "-",
+                     tb.rate if tb else None, ratio, f">= {target:g}x" if target else "",
+                     (ratio >= target) if (target and ratio) else None, agreement,
+                     "reference maps" if agreement is not None else "",
+                     note=f"layer {layer}" if layer else "",
+                     seconds={"xaicli": ta.seconds, **({"reference": tb.seconds} if tb else {})}))
+        if name == "scorecam":
+            self.scorecam_max_n_row(ta, tb, images, batch, repeats)
+
+    def reference_fn(self, ref, explainer, images: Tensor, batch: int) -> Callable[[], list]:
+        """The reference library on the same images, normalised, with targets computed beforehand."""
+        x = self.normalised(explainer, images)
+        xs, ts = _chunks(x, batch), self.targets(x, batch)
+
+        def run() -> list:
+            return [ref.run(c, t) for c, t in zip(xs, ts, strict=True)]
+
+        return run
+
+    def scorecam_max_n_row(self, full: Timing, ref_timing: Timing | None, images: Tensor, batch: int,
+                           repeats: int) -> None:
+        opts = self.opts
+        explainer = self.explainer("scorecam", {**COMPARISONS["scorecam"][0], "max_n": SCORECAM_MAX_N})
+        fast = self.engine_fn(explainer, images, batch)
+        ta, _ = measure_pair(fast, None, images.shape[0], repeats, self.device,
+                             (self.engine_fn(explainer, images[:1], batch),))
+        agreement = pearson(torch.cat([m[:, 0] for m in ta.last]), torch.cat([m[:, 0] for m in full.last]))
+        ratio = ta.rate / ref_timing.rate if ref_timing else None
+        self.add(Row(f"scorecam max_n={SCORECAM_MAX_N}", opts.model, opts.size, batch, images.shape[0],
+                     ta.rate, "pytorch-grad-cam ScoreCAM (all channels)" if ref_timing else "-",
+                     ref_timing.rate if ref_timing else None, ratio, f">= {SCORECAM_MAX_N_TARGET:g}x",
+                     (ratio >= SCORECAM_MAX_N_TARGET) if ratio else None, agreement,
+                     "xaicli Score-CAM on all channels", seconds={"xaicli": ta.seconds}))
+
+    def topk_row(self) -> None:
+        """Grad-CAM for the top-3 classes against top-1: explain + overlays, same images."""
+        opts = self.opts
+        images = self.images[: opts.images]
+        one = self.engine_fn(self.explainer("gradcam", {}, topk=1), images, opts.batch, render=True)
+        three = self.engine_fn(self.explainer("gradcam", {}, topk=3), images, opts.batch, render=True)
+        t3, t1 = measure_pair(three, one, images.shape[0], opts.repeats, self.device)
+        cost = t3.median / t1.median
+        self.add(Row("gradcam top-3 vs top-1", opts.model, opts.size, opts.batch, images.shape[0], t3.rate,
+                     "xaicli gradcam top-1", t1.rate, cost, f"< {TOPK_LIMIT:g}x cost", cost < TOPK_LIMIT,
+                     note="ratio = time(top-3) / time(top-1), explain + overlays",
+                     seconds={"top3": t3.seconds, "top1": t1.seconds}))
+
+    def _pixel_maps(self, explainer) -> Callable[[Tensor], Tensor]:
+        """Captum's raw (B, C, H, W) attributions -> (B, H, W) maps post-processed like xaicli's."""
+        method = explainer.methods[0].method
+
+        def reduce(attr: Tensor) -> Tensor:
+            if hasattr(method, "postprocess"):
+                return method.postprocess(attr[:, None])[:, 0]
+            return attr.abs().amax(dim=1)
+
+        return reduce
+
+
+def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = print) -> BenchReport:
+    """Run the rows in ``opts.methods`` (all by default) and return the report."""
+    if opts.methods:
+        unknown = [m for m in opts.methods if m not in ALL_ROWS]
+        if unknown:
+            from xaicli.errors import UnknownNameError
+
+            raise UnknownNameError("benchmark row", unknown[0], ALL_ROWS)
+    rows = list(opts.methods or ALL_ROWS)
+    suite = Suite(opts, log)
+    for lib, what in ((PGC, "pytorch-grad-cam"), (CAPTUM, "Captum")):
+        if not reference_available(lib):
+            suite.report.notes.append(f"{what} ({lib}) is not importable: its reference rows are skipped")
+    return suite.run(rows)

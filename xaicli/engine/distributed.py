@@ -1,0 +1,207 @@
+"""Multi-process runs under ``torchrun``: shard the images across ranks, explain, merge the results.
+
+::
+
+    torchrun --nproc-per-node 4 -m xaicli explain IMAGES -c cfg.yaml -o OUT            # one machine
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
+        -m xaicli explain IMAGES -c cfg.yaml -o OUT                                       # two machines
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with ``WORLD_SIZE > 1`` ``xaicli explain``
+runs :func:`explain_distributed`:
+
+1. the default process group is initialised: ``nccl`` when the run uses CUDA, with rank ``r`` on
+   ``cuda:LOCAL_RANK`` (``run.device`` ``auto``/``cuda``), else ``gloo`` on the CPU;
+2. every rank discovers the same sorted image list and takes ``items[rank::world_size]``;
+3. each rank writes its own overlays and maps into OUTDIR (paths never collide: they are per image)
+   and its rows into ``manifest.rank{R}.jsonl`` and ``run.rank{R}.json``. Rows already in
+   ``manifest.jsonl`` (an earlier run, single- or multi-process) or in a shard left by an interrupted
+   run count as done, so a rerun resumes, also with a different number of processes;
+4. all ranks meet in one all-reduce, which also agrees on the exit code (the maximum over ranks);
+5. rank 0 merges: ``manifest.jsonl`` becomes the earlier rows plus every shard's rows (one row per
+   explanation, the latest wins), written atomically; ``run.json`` holds rank 0's run information, the
+   summed summary and each rank's own summary and timings (``ranks``). The shard files are then
+   deleted: everything in them is in the merged files. A run killed before the merge leaves its
+   shards; the next run reads and merges them.
+
+Only rank 0 reports progress and prints the summary. OUTDIR must be on a file system every rank sees
+(one machine, or a shared mount across nodes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xaicli.config import Config
+from xaicli.outputs.layout import MANIFEST, RUN_JSON
+
+SHARD_MANIFEST = "manifest.rank{rank}.jsonl"
+SHARD_RUN_JSON = "run.rank{rank}.json"
+_SHARD = re.compile(r"^(manifest\.rank\d+\.jsonl|run\.rank\d+\.json)$")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def distributed_env(environ: dict[str, str] | None = None) -> DistEnv | None:
+    """The torchrun environment when this process is one of several ranks, else None."""
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return None
+        return DistEnv(int(env["RANK"]), world, int(env.get("LOCAL_RANK", env["RANK"])))
+    except (KeyError, ValueError):
+        return None
+
+
+def shard(items: Sequence, rank: int, world_size: int) -> list:
+    """Rank ``rank``'s share of ``items``: every ``world_size``-th item starting at ``rank``."""
+    return list(items[rank::world_size])
+
+
+def _rank_device(cfg: Config, env: DistEnv) -> str:
+    import torch
+
+    wanted = cfg.run.device
+    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+        return f"cuda:{env.local_rank}"
+    return wanted
+
+
+def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: DistEnv, *,
+                        overwrite: bool = False, progress=None):
+    """Run this rank's share and, on rank 0, merge. Returns (merged summary on rank 0 else None, exit code).
+
+    The exit code is the same on every rank: the largest of the ranks' own codes (0 all explained,
+    1 some images failed or a rank crashed, 2 usage/config error on some rank).
+    """
+    import torch
+    import torch.distributed as dist
+
+    from xaicli.engine.discover import discover_images
+    from xaicli.engine.run import run_explain
+    from xaicli.errors import UsageError
+
+    cfg.run.device = _rank_device(cfg, env)
+    cuda = cfg.run.device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(torch.device(cfg.run.device))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(cfg.run.device if cuda else "cpu")
+
+    def agree(value: int) -> int:
+        """The largest ``value`` over all ranks; also the point where every rank waits for the others."""
+        flag = torch.tensor([value], dtype=torch.int64, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    try:
+        error: BaseException | None = None
+        try:  # 1. the image list; rank 0 clears an OUTDIR that is overwritten before anyone writes
+            items = discover_images(inputs)
+            outdir.mkdir(parents=True, exist_ok=True)
+            if overwrite and env.rank == 0:
+                _remove_old_results(outdir)
+        except UsageError as err:
+            error = err
+        if agree(2 if error else 0):
+            raise error or UsageError("another rank could not start (see its error above)")
+
+        code = 0  # 2. this rank's share
+        try:
+            mine = shard(items, env.rank, env.world_size)
+            if progress is not None:
+                progress.note(f"rank {env.rank} of {env.world_size}: {len(mine)} of {len(items)} image(s)")
+            done = [] if overwrite else [outdir / MANIFEST, *_shard_manifests(outdir, exclude=env.rank)]
+            summary = run_explain(cfg, inputs, outdir, overwrite=overwrite, progress=progress, items=mine,
+                                  manifest_name=SHARD_MANIFEST.format(rank=env.rank),
+                                  run_json_name=SHARD_RUN_JSON.format(rank=env.rank), done_manifests=done)
+            code = summary.exit_code
+        except UsageError as err:
+            code, error = 2, err
+        except Exception as err:  # re-raised below, after the other ranks have been told
+            code, error = 1, err
+        agreed = agree(code)  # every rank has finished writing past this point
+
+        merged = None  # 3. rank 0 merges while the others wait, so that all leave together
+        if env.rank == 0 and error is None:
+            try:
+                merged = merge_outputs(outdir, env.world_size, overwrite)
+            except Exception as err:  # re-raised below, after the other ranks have been told
+                error = err
+        merge_failed = agree(int(env.rank == 0 and merged is None))
+        if error is not None:
+            raise error
+        return merged, max(agreed, merge_failed)
+    finally:
+        dist.destroy_process_group()
+
+
+def _shard_manifests(outdir: Path, exclude: int | None = None) -> list[Path]:
+    found = sorted(outdir.glob("manifest.rank*.jsonl"), key=lambda p: _rank_of(p.name))
+    return [p for p in found if _rank_of(p.name) != exclude]
+
+
+def _rank_of(name: str) -> int:
+    digits = re.search(r"rank(\d+)", name)
+    return int(digits.group(1)) if digits else -1
+
+
+def _remove_old_results(outdir: Path) -> None:
+    (outdir / MANIFEST).unlink(missing_ok=True)
+    for p in outdir.iterdir():
+        if _SHARD.match(p.name):
+            p.unlink(missing_ok=True)
+
+
+def merge_outputs(outdir: Path, world_size: int, overwrite: bool = False):
+    """Rank 0, after every rank finished: merge the shard manifests and run files; delete the shards."""
+    from xaicli.engine.run import RunSummary
+    from xaicli.outputs import atomic
+    from xaicli.outputs.manifest import read_manifest, row_key
+
+    sources = ([] if overwrite else [outdir / MANIFEST]) + _shard_manifests(outdir)
+    rows: dict[tuple, dict] = {}
+    for path in sources:
+        for row in read_manifest(path):
+            rows[row_key(row)] = row  # the latest row of an explanation wins; first-seen order is kept
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.values())
+    atomic.write_text(outdir / MANIFEST, text)
+
+    infos = []
+    for rank in range(world_size):
+        path = outdir / SHARD_RUN_JSON.format(rank=rank)
+        infos.append(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None)
+    parts = [i["summary"] for i in infos if i is not None]
+    summary = RunSummary(outdir=outdir, device=", ".join(sorted({p["device"] for p in parts})) or "?")
+    for key in ("images_total", "images_explained", "images_skipped", "rows_written", "oom_retries"):
+        setattr(summary, key, sum(p.get(key) or 0 for p in parts))
+    summary.failures = [(f["image"], f["error"]) for p in parts for f in p["failures"]]
+    summary.seconds = max((p["seconds"] for p in parts), default=0.0)
+    summary.timings = {f"rank{r}.{k}": v for r, i in enumerate(infos) if i
+                       for k, v in i["summary"]["timings"].items()}
+    statuses = [i.get("status", "?") if i else "missing" for i in infos]
+    run = dict(infos[0] or {})
+    run.pop("oom_backoff", None)
+    run.update(
+        status="complete" if all(s == "complete" for s in statuses) else "incomplete",
+        world_size=world_size, summary=summary.to_dict(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        ranks=[{"rank": r, "status": s, "device": i and i.get("device"), "summary": i and i.get("summary"),
+                "oom_backoff": i and i.get("oom_backoff")} for r, (s, i) in enumerate(zip(statuses, infos,
+                                                                                           strict=True))],
+    )
+    atomic.write_text(outdir / RUN_JSON, json.dumps(run, indent=2, default=str) + "\n")
+    for path in outdir.iterdir():
+        if _SHARD.match(path.name):
+            path.unlink(missing_ok=True)
+    return summary
