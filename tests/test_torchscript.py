@@ -14,7 +14,8 @@ from xaicli.methods import TopK, create_method
 from xaicli.methods.hooks import capture_activations, inference_state
 from xaicli.models.torchscript import ScriptModuleProxy, hookable, iter_unsupported, load_torchscript
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning"),
+              pytest.mark.usefixtures("torch_single_thread")]
 
 
 class Block(nn.Module):
@@ -89,14 +90,6 @@ class WithForked(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.block(x).mean(dim=(2, 3)))
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny inputs: one thread is faster and does not suffer when the test machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _randomise_bn(model: nn.Module) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from xaicli.errors import ConfigError, UsageError, format_choices
+from xaicli.errors import ConfigError, UsageError, format_choices, not_allowed
 
 Source = Literal["builtin", "torchvision", "torchscript", "python"]
 
@@ -66,6 +66,18 @@ class OutputConfig:
 
 @dataclass
 class FiguresConfig:
+    """Figures and the HTML report (see ``xaicli.render.build``, ``xaicli.render.sweep``).
+
+    topk: write ``figures/topk/<class>.png`` (originals, then one overlay row per target rank);
+    images_per_class: images (columns) per class figure, the first ones in discovery order;
+    compare: write ``compare/<image>.png`` (original + every method/layer) for those images;
+    html: write ``OUTDIR/index.html`` after ``explain`` and ``sweep``;
+    cell_size: width in pixels of one figure cell (small inputs are upscaled to it; text follows it);
+    resample: how images and maps are upscaled to ``cell_size``: nearest | bicubic;
+    normalise: colour scale of the maps in figures: per_map (each map min..max) | row (one scale per
+    figure row; meaningful with raw maps, e.g. ``options: {normalise: false}`` for CAM methods).
+    """
+
     topk: bool = False
     images_per_class: int = 8
     compare: bool = False
@@ -145,7 +157,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(key, f"{value!r} is not allowed; {format_choices(str(value), map(str, allowed))}")
+            raise ConfigError(key, not_allowed(value, allowed))
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -232,6 +244,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("run.device", f"expected auto, cpu, cuda or cuda:N, got {r.device!r}")
     if cfg.figures.images_per_class < 1:
         raise ConfigError("figures.images_per_class", "must be >= 1")
+    if not 16 <= cfg.figures.cell_size <= 1024:
+        raise ConfigError("figures.cell_size", f"must be 16..1024 pixels, got {cfg.figures.cell_size}")
 
 
 def config_from_dict(data: dict[str, Any] | None, base_dir: Path = Path(".")) -> Config:
@@ -253,5 +267,10 @@ def load_config(path: str | Path | None) -> Config:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise UsageError(f"config file {path} is not valid YAML: {err}") from err
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        why = " ".join(str(problem or err).split())  # one line, whatever PyYAML's layout
+        raise UsageError(f"config file {path} is not valid YAML: {where}{why}") from err
+    except UnicodeDecodeError as err:
+        raise UsageError(f"config file {path} is not UTF-8 text: {err.reason} at byte {err.start}") from err
     return config_from_dict(data, base_dir=path.resolve().parent)

@@ -12,7 +12,8 @@ BEGIN, END = "<!-- methods-table:begin -->", "<!-- methods-table:end -->"
 
 
 def methods_table() -> str:
-    lines = [BEGIN, "| method | family | what it shows | paper | options (default) |", "|---|---|---|---|---|"]
+    header = "| method | family | what it shows | paper | options (default) |"
+    lines = [BEGIN, header, "|---|---|---|---|---|"]
     for name, cls in available_methods().items():
         family = cls.family + (", needs `layers`" if cls.requires_layer else "")
         opts = "<br>".join(f"`{k}`={o.default!r}: {o.help}" for k, o in cls.options.items()) or "-"

@@ -36,6 +36,11 @@ def format_choices(word: str, choices: Iterable[str], limit: int = 12) -> str:
     return "; ".join(parts)
 
 
+def not_allowed(value: object, choices: Iterable[object]) -> str:
+    """'<value> is not allowed; did you mean ...? valid choices: ...' for enumerated settings."""
+    return f"{value!r} is not allowed; {format_choices(str(value), map(str, choices))}"
+
+
 class XaicliError(Exception):
     """Base class of all errors xaicli raises on purpose."""
 

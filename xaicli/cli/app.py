@@ -12,6 +12,9 @@ from typing import Annotated, NoReturn
 import typer
 
 from xaicli import __version__
+from xaicli.cli import bench as bench_command
+from xaicli.cli import sweep as sweep_command
+from xaicli.cli.options import ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
 
 app = typer.Typer(
     name="xaicli",
@@ -42,13 +45,10 @@ def _root(
 
 
 def _fail(message: str) -> NoReturn:
+    message = "; ".join(ln.strip() for ln in str(message).splitlines() if ln.strip())  # always one line
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(EXIT_USAGE)
 
-
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="YAML config (model, preprocessing, methods, targets, outputs). "
-                           "Default: the bundled Fashion-MNIST demo model.", show_default=False)]
 
 
 @app.command(epilog="Examples:\n\n"
@@ -58,36 +58,39 @@ ConfigOpt = Annotated[Path | None, typer.Option(
              "Exit codes: 0 all images explained; 1 some inputs failed (listed, the rest done); "
              "2 usage or config error.")
 def explain(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively for "
-                                                 ".png .jpg .jpeg .bmp .webp .tif).", show_default=False)],
-    outdir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).",
-                                         show_default=False)],
+    inputs: InputsArg,
+    outdir: OutdirOpt,
     config: ConfigOpt = None,
     method: Annotated[list[str] | None, typer.Option(
-        "--method", "-m", help="Method to run (repeatable); replaces the config's list. See `xaicli methods`.",
+        "--method", "-m",
+        help="Method to run (repeatable); replaces the config's list. See `xaicli methods`.",
         show_default=False)] = None,
     layer: Annotated[list[str] | None, typer.Option(
         "--layer", "-l", help="Layer to explain (repeatable); replaces the config's layers. "
                               "See `xaicli layers`.", show_default=False)] = None,
-    topk: Annotated[int | None, typer.Option("--topk", "-k", min=1, help="Explain the top-K predicted classes.",
-                                             show_default=False)] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.",
-                                               show_default=False)] = None,
+    topk: Annotated[int | None, typer.Option(
+        "--topk", "-k", min=1, help="Explain the top-K predicted classes.", show_default=False)] = None,
+    device: DeviceOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Images per batch.",
                                                    show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo everything. Without it, explanations "
-                                            "already in OUTDIR/manifest.jsonl are skipped (resume).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Redo everything. Without it, explanations already in OUTDIR/manifest.jsonl are "
+                            "skipped (resume).")] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    figures: Annotated[bool, typer.Option("--figures", help="Also write per-class top-k figures "
+                                          "(OUTDIR/figures/topk/<class>.png), as `figures: {topk: true}`.")
+                       ] = False,
 ) -> None:
     """Explain images with the configured methods; write overlays, maps, manifest.jsonl and run.json."""
     from xaicli.errors import UsageError
 
     try:
         from xaicli.config import load_config
+
+        cfg = load_config(config)  # before any torch import: config errors answer instantly
         from xaicli.engine.plan import apply_overrides
 
-        cfg = load_config(config)
         apply_overrides(cfg, method, layer)
         if topk is not None:
             cfg.targets.topk, cfg.targets.classes = topk, None
@@ -95,15 +98,41 @@ def explain(
             cfg.run.device = device
         if batch_size is not None:
             cfg.run.batch_size = batch_size
+        if figures:
+            cfg.figures.topk = True
         from xaicli.cli.progress import make_progress
-        from xaicli.engine.run import run_explain
+        from xaicli.engine.distributed import distributed_env
 
-        summary = run_explain(cfg, [str(p) for p in inputs], outdir, overwrite=overwrite,
-                              progress=make_progress(quiet or json_out))
+        if (dist_env := distributed_env()) is not None:  # launched by torchrun with several processes
+            _explain_ranks(cfg, inputs, outdir, dist_env, overwrite, quiet, json_out)
+        from xaicli.render.build import explain_with_figures
+
+        summary = explain_with_figures(cfg, [str(p) for p in inputs], outdir, overwrite=overwrite,
+                                       progress=make_progress(quiet or json_out))
     except UsageError as err:
         _fail(str(err))
     _report(summary, quiet, json_out)
     raise typer.Exit(summary.exit_code)
+
+
+def _explain_ranks(cfg, inputs: list[Path], outdir: Path, env, overwrite: bool, quiet: bool,
+                   json_out: bool) -> NoReturn:
+    """One rank of a torchrun launch (see xaicli.engine.distributed): rank 0 reports, all exit alike."""
+    from xaicli.cli.progress import make_progress
+    from xaicli.engine.distributed import explain_distributed
+
+    summary, code = explain_distributed(cfg, [str(p) for p in inputs], outdir, env, overwrite=overwrite,
+                                        progress=make_progress(quiet or json_out or env.rank != 0))
+    if summary is not None:
+        if cfg.figures.topk or cfg.figures.compare:
+            print("figures are not built by a multi-process run: run the same `xaicli explain` once more "
+                  "in one process, it resumes over every explanation and builds them", file=sys.stderr)
+        if cfg.figures.html:
+            from xaicli.render.report import write_report
+
+            write_report(outdir)
+        _report(summary, quiet, json_out)
+    raise typer.Exit(code)
 
 
 def _report(summary, quiet: bool, json_out: bool) -> None:
@@ -143,9 +172,10 @@ def layers(
     except UsageError as err:
         _fail(str(err))
     if json_out:
-        typer.echo(json.dumps({"input_shape": list(shape), "default_layer": default, "layers": [
-            {"name": i.name, "type": i.type, "output_shape": list(i.shape) if i.shape else None} for i in infos]},
-            indent=2))
+        rows = [{"name": i.name, "type": i.type, "output_shape": list(i.shape) if i.shape else None}
+                for i in infos]
+        typer.echo(json.dumps({"input_shape": list(shape), "default_layer": default, "layers": rows},
+                              indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -159,7 +189,8 @@ def layers(
     Console(width=max(100, Console().width)).print(table)
 
 
-@app.command(epilog="Use a method in a config as\n\n  methods:\n    - name: gradcam_pp\n      layers: [layer4]\n"
+@app.command(epilog="Use a method in a config as\n\n  methods:\n    - name: gradcam_pp\n"
+             "      layers: \\[layer4]\n"  # \[ : a literal bracket, not Rich markup
              "      options: {alpha_norm: false}")
 def methods(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -187,6 +218,10 @@ def methods(
         table.add_row(name, cls.family + (" (layer)" if cls.requires_layer else ""),
                       f"{cls.summary}\n[dim]{cls.paper}[/dim]", opts)
     Console(width=max(120, Console().width)).print(table)
+
+
+sweep_command.register(app)
+bench_command.register(app)
 
 
 def main() -> None:

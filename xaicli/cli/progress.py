@@ -47,14 +47,21 @@ class RichProgress:
         self._task = None
 
     def start(self, total: int, description: str) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         from xaicli.cli.rate_column import RateColumn
 
-        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TaskProgressColumn(), RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                                  console=self.console, transient=False)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TaskProgressColumn(), RateColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        self._progress = Progress(*columns, console=self.console, transient=False)
         self._progress.start()
         self._task = self._progress.add_task(description, total=total)
 

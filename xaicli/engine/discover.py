@@ -42,7 +42,8 @@ def discover_images(inputs: Sequence[str | os.PathLike]) -> list[InputImage]:
         if not root.exists():
             raise UsageError(f"input not found: {root}")
         if root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+            # a folder named like an image ("x.png/") is listed too: reading it fails and it is reported
+            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             for p in files:
                 rel = p.relative_to(root)
                 if several:

@@ -29,7 +29,13 @@ class Batch:
 
 
 def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2)))
+    """Decode threads: one per usable core up to 8; a single one on 1-2 cores, where a second thread
+    would only take time from the model's compute threads."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    return 1 if cores <= 2 else min(8, cores)
 
 
 def _load_one(pre: Preprocess, item: InputImage) -> Tensor | str:

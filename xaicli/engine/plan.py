@@ -40,10 +40,47 @@ def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
             layers = [layer]
         for j, layer in enumerate(layers):
             find_module(loaded.model, layer, key=f"{key}.layers[{j}]")
+        if cls.requires_layer:
+            _check_feature_maps(loaded, layers, key)
         method = create_method(mc.name, loaded.model, layers, mc.options, key=key)
         planned.append(PlannedMethod(mc.name, method, list(layers) if cls.requires_layer else [None],
                                      method.opts))
     return planned
+
+
+def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str) -> None:
+    """Layer methods need a (C, h, w) feature map: refuse e.g. a Linear layer now, not mid-run."""
+    shapes: dict[str, tuple | None] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(_m: torch.nn.Module, _i: tuple, out: object) -> None:
+            shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+
+        return hook
+
+    try:
+        try:
+            for name in layers:
+                handles.append(find_module(loaded.model, name).register_forward_hook(make(name)))
+        except (RuntimeError, AttributeError):  # a module that refuses hooks: the method reports it
+            return
+        first = next(iter(loaded.model.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
+        with torch.no_grad():
+            loaded.model(torch.zeros(1, 1 if loaded.mode == "L" else 3, *loaded.size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    for j, name in enumerate(layers):
+        if name not in shapes:
+            raise ConfigError(f"{key}.layers[{j}]", f"layer {name!r} is not called by the model's forward "
+                              "pass; pick another with `xaicli layers -c CONFIG`")
+        shape = shapes[name]
+        if shape is None or len(shape) != 3:
+            what = "a non-tensor" if shape is None else f"shape {tuple(shape)}"
+            raise ConfigError(f"{key}.layers[{j}]", f"layer {name!r} outputs {what} per image, not a "
+                              "(C, H, W) feature map; pick a convolutional layer (`xaicli layers -c CONFIG`)")
 
 
 def apply_overrides(cfg: Config, methods: list[str] | None, layers: list[str] | None) -> None:

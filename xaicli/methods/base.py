@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from xaicli.errors import ConfigError, format_choices
+from xaicli.errors import ConfigError, format_choices, not_allowed
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Option:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(key, f"expected {kind.__name__}, got {value!r} ({type(value).__name__})")
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(key, f"{value!r} is not allowed; {format_choices(str(value), map(str, self.choices))}")
+            raise ConfigError(key, not_allowed(value, self.choices))
         if self.minimum is not None and value < self.minimum:
             raise ConfigError(key, f"must be >= {self.minimum}, got {value!r}")
         return value

@@ -64,8 +64,9 @@ def capture_activations(
     def make_hook(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> Tensor | None:
             if not isinstance(output, Tensor):
-                raise ModelError(f"layer {name!r} returns {type(output).__name__}, not a tensor; pick a layer "
-                                 "whose output is a feature map (see `xaicli layers`)")
+                kind = type(output).__name__
+                raise ModelError(f"layer {name!r} returns {kind}, not a tensor; pick a layer whose output "
+                                 "is a feature map (see `xaicli layers`)")
             if differentiable:
                 # the first hooked layer starts the graph (nothing below it needs gradients); a later
                 # one is already inside it and is recorded as is, so gradients reach both

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types (pickle, zip, RuntimeError); all mean "unreadable"
-        raise ModelError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {err}") from err
+        raise ModelError(f"cannot read checkpoint {path} with torch.load(weights_only=True): "
+                         f"{_load_error_line(err)}") from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -50,11 +52,43 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _load_error_line(err: Exception) -> str:
+    """torch.load's errors span many lines of advice (with ANSI codes); keep the line that says why."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]
+
+
+def _mismatch_summary(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """One line saying why ``state`` does not fit ``model``: shape mismatches, missing/unexpected keys."""
+    own = model.state_dict()
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(repr(k) for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+    shapes = [f"{k} is {list(state[k].shape)} in the checkpoint but {list(v.shape)} in the model"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        more = f" (and {len(shapes) - 1} more shape mismatch(es))" if len(shapes) > 1 else ""
+        parts.append(shapes[0] + more)
+    if missing:
+        parts.append(f"{len(missing)} key(s) missing from the checkpoint: {few(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) in the checkpoint: {few(unexpected)}")
+    return "; ".join(parts)
+
+
 def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ModelError(f"checkpoint {path} does not fit the model: {str(err).splitlines()[0]} "
+        why = _mismatch_summary(model, state) or str(err).splitlines()[0]
+        raise ModelError(f"checkpoint {path} does not fit the model: {why} "
                          f"(check model.name / model.num_classes)") from err
 
 
@@ -89,7 +123,8 @@ def _torchvision(cfg: ModelConfig, checkpoint: Path | None) -> nn.Module:
 
 def _factory(spec: str, base_dir: Path) -> nn.Module:
     if ":" not in spec:
-        raise ConfigError("model.factory", f"expected 'package.module:function' or 'file.py:function', got {spec!r}")
+        raise ConfigError("model.factory",
+                          f"expected 'package.module:function' or 'file.py:function', got {spec!r}")
     target, func_name = spec.rsplit(":", 1)
     if target.endswith(".py"):
         file = Path(target) if Path(target).is_absolute() else base_dir / target
@@ -99,16 +134,24 @@ def _factory(spec: str, base_dir: Path) -> nn.Module:
         spec_obj = importlib.util.spec_from_file_location(mod_name, file)
         module = importlib.util.module_from_spec(spec_obj)
         sys.modules[mod_name] = module
-        spec_obj.loader.exec_module(module)
+        try:
+            spec_obj.loader.exec_module(module)
+        except Exception as err:  # a syntax error or any exception while running the user's file
+            sys.modules.pop(mod_name, None)
+            raise ConfigError("model.factory", f"cannot load {file}: {type(err).__name__}: {err}") from err
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as err:
-            raise ConfigError("model.factory", f"cannot import module {target!r}: {err}") from err
+        except Exception as err:  # ImportError, or whatever the module raises while being imported
+            raise ConfigError("model.factory", f"cannot import module {target!r}: "
+                              f"{type(err).__name__}: {err}") from err
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigError("model.factory", f"{target!r} has no callable {func_name!r}")
-    model = func()
+    try:
+        model = func()
+    except Exception as err:  # the user's factory failed: say so, without a traceback
+        raise ModelError(f"factory {spec} raised {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
         raise ModelError(f"factory {spec} returned {type(model).__name__}, expected a torch.nn.Module")
     return model
@@ -164,7 +207,8 @@ def load_model(cfg: Config) -> LoadedModel:
     channels = 1 if mode == "L" else 3
     for name, v in (("mean", mean), ("std", std)):
         if len(v) not in (1, channels):
-            raise ConfigError(f"preprocess.{name}", f"has {len(v)} values but mode {mode!r} has {channels} channels")
+            raise ConfigError(f"preprocess.{name}",
+                              f"has {len(v)} values but mode {mode!r} has {channels} channels")
     n_out = _output_size(model, channels, size)
     classes = _classes(cfg, list(builtin.classes) if builtin else None, n_out)
     if n_out is not None and len(classes) != n_out:
@@ -192,7 +236,8 @@ def select_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device", f"{name!r} requested but CUDA is not available here (use auto or cpu)")
+        raise ConfigError("run.device",
+                          f"{name!r} requested but CUDA is not available here (use auto or cpu)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError("run.device", f"{name!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return dev

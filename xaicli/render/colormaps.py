@@ -8,8 +8,11 @@ diverging map (``coolwarm`` by default) with 0 at the centre.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported on first use: config validation (COLORMAPS) stays instant
+    import torch
+    from torch import Tensor
 
 _POINTS: dict[str, list[tuple[float, float, float]]] = {
     "jet": [(0, 0, 0.5), (0, 0, 1), (0, 0.5, 1), (0, 1, 1), (0.5, 1, 0.5), (1, 1, 0), (1, 0.5, 0),
@@ -37,6 +40,8 @@ _CACHE: dict[tuple[str, str], Tensor] = {}
 
 def lut(name: str, device: torch.device | str = "cpu") -> Tensor:
     """(256, 3) float32 lookup table on ``device`` (cached per device)."""
+    import torch
+
     key = (name, str(device))
     if key not in _CACHE:
         pts = torch.tensor(_POINTS[name], dtype=torch.float32)  # (P, 3)

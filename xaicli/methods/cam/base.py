@@ -54,8 +54,8 @@ class GradientCAM(Method):
                     grads = torch.autograd.grad(score, leaves, retain_graph=k < tgt.shape[1] - 1)
                     for i, (a, g) in enumerate(zip(leaves, grads, strict=True)):
                         per_layer[i].append(self.combine(a, g))
-        maps = {name: self.finish(torch.stack(cams, dim=1), size) for name, cams in zip(self.layers, per_layer,
-                                                                                        strict=True)}
+        maps = {name: self.finish(torch.stack(cams, dim=1), size)
+                for name, cams in zip(self.layers, per_layer, strict=True)}
         return Explanation(maps=maps, targets=tgt, logits=logits.detach())
 
     def combine(self, acts: Tensor, grads: Tensor) -> Tensor:

@@ -1,0 +1,21 @@
+"""Command-line parameters shared by several commands, declared once so their help text agrees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+InputsArg = Annotated[list[Path], typer.Argument(
+    help="Image files and/or folders (searched recursively for .png .jpg .jpeg .bmp .webp .tif); "
+         "class folders give the true class.", show_default=False)]
+OutdirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).",
+                                         show_default=False)]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="YAML config (model, preprocessing, methods, targets, outputs, figures). "
+                           "Default: the bundled Fashion-MNIST demo model.", show_default=False)]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.",
+                                               show_default=False)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]

@@ -1,0 +1,73 @@
+"""``xaicli sweep``: one CAM method at many layers, as figures (see :mod:`xaicli.render.sweep`).
+
+Thin: parse, call :func:`xaicli.render.sweep.run_sweep`, map errors to exit codes (0 done, 1 some
+inputs failed, 2 usage or config error). No torch import at module level, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from xaicli.cli.options import ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
+
+EPILOG = ("Examples:\n\n"
+          "  xaicli sweep sample_images -c configs/fashion_mnist.yaml -o out --layers auto\n\n"
+          "  xaicli sweep photos/ -c resnet.yaml -o out --layers layer3,layer4 -m gradcam_pp -n 4\n\n"
+          "--layers auto picks, for every feature block, the map before the activation (conv/BN output) and "
+          "after it, in forward order (on the bundled model: features.{0,1,2}.bn and .relu).\n\n"
+          "Writes OUTDIR/sweep/<class>.png (rows = layers, columns = images), OUTDIR/sweep/summary.png and "
+          "OUTDIR/index.html. Exit codes: 0 done; 1 some inputs failed; 2 usage or config error.")
+
+
+def sweep(
+    inputs: InputsArg,
+    outdir: OutdirOpt,
+    config: ConfigOpt = None,
+    layers: Annotated[str, typer.Option(
+        "--layers", "-l", help="'auto' (pre- and post-activation map of every block) or a comma-separated "
+                               "list of layer names.")] = "auto",
+    method: Annotated[str, typer.Option("--method", "-m", help="A CAM method (see `xaicli methods`).")
+                      ] = "gradcam",
+    images_per_class: Annotated[int | None, typer.Option(
+        "--images-per-class", "-n", min=1, help="Images per class (default: figures.images_per_class).",
+        show_default=False)] = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Explain the same images at many layers; write one layer-sweep figure per class."""
+    from xaicli.errors import UsageError
+
+    try:
+        from xaicli.cli.progress import make_progress
+        from xaicli.config import load_config
+        from xaicli.render.sweep import run_sweep
+
+        cfg = load_config(config)
+        if device is not None:
+            cfg.run.device = device
+        summary = run_sweep(cfg, [str(p) for p in inputs], outdir, layers=layers, method=method,
+                            images_per_class=images_per_class, progress=make_progress(quiet or json_out))
+    except UsageError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        for path, msg in summary.failures:
+            print(f"failed: {path}: {msg}", file=sys.stderr)
+        if not quiet:
+            print(f"done: {summary.images} image(s) at {len(summary.layers)} layer(s) "
+                  f"({', '.join(c.name for c in summary.layers)}); {len(summary.figures)} figure(s) in "
+                  f"{outdir / 'sweep'} in {summary.seconds:.1f}s"
+                  + (f"; report: {summary.report}" if summary.report else ""), file=sys.stderr)
+    raise typer.Exit(summary.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the ``xaicli`` app."""
+    app.command(epilog=EPILOG)(sweep)
