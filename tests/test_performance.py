@@ -158,3 +158,19 @@ def test_inner_chunks_are_capped_unless_configured():
     assert changed == {"scorecam.batch_size": 16, "smoothgrad.internal_batch_size": 16}
     assert methods[0].opts["batch_size"] == 16 and methods[1].opts["internal_batch_size"] == 64
     assert methods[2].base.opts["internal_batch_size"] == 32
+
+
+def test_a_later_explainer_hooking_a_folded_conv_gets_it_unfolded(tiny_config):
+    """Two explainers on one loaded model: the second hooks the conv the first one folded."""
+    first = _explainer(tiny_config, [{"name": "gradcam", "layers": ["features.1.conv"]}])
+    assert first.folded == ["features.0.bn"]
+    cfg = config_from_dict({**tiny_config, "methods": [{"name": "gradcam", "layers": ["features.0.conv"]}]})
+    second = Explainer(cfg, loaded=first.loaded)
+    assert isinstance(second.loaded.model.features[0].bn, nn.BatchNorm2d)  # unfolded for the hook
+    assert second.folded == ["features.1.bn"]
+    images = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(0))
+    _, _, maps, _ = second.explain_batch(images)
+    plain = load_model(cfg).model
+    x = (images - second.mean) / second.std
+    ref = create_method("gradcam", plain, ["features.0.conv"]).explain(x, TopK(2)).maps["features.0.conv"]
+    torch.testing.assert_close(maps[("gradcam", "features.0.conv")], ref, atol=1e-5, rtol=0)

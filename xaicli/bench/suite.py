@@ -69,12 +69,13 @@ class BenchOptions:
     workdir: Path | None = None  # where the end-to-end row writes its JPEGs and outputs
     user_script: Path | None = None  # the pytorch-grad-cam user script (default: benchmarks/ in the repo)
     seed: int = 0
+    is_quick: bool = False  # set by quick(): too few images and repeats to judge the targets
 
     def quick(self) -> BenchOptions:
         """A smoke run in a minute or two: few images, few repeats (numbers are indicative only)."""
         return replace(self, batch=min(self.batch, 8), images=min(self.images, 8), heavy_images=1,
                        scorecam_images=1, repeats=2, heavy_repeats=1, e2e_images=min(self.e2e_images, 16),
-                       e2e_repeats=1)
+                       e2e_repeats=1, is_quick=True)
 
 
 @dataclass
@@ -420,6 +421,9 @@ def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = print) -> Ben
             raise UnknownNameError("benchmark row", unknown[0], ALL_ROWS)
     rows = list(opts.methods or ALL_ROWS)
     suite = Suite(opts, log)
+    if opts.is_quick:
+        suite.report.notes.append("quick run: too few images and repeats to judge the targets (start-up "
+                                  "dominates the end-to-end row); run without --quick for the table")
     for lib, what in ((PGC, "pytorch-grad-cam"), (CAPTUM, "Captum")):
         if not reference_available(lib):
             suite.report.notes.append(f"{what} ({lib}) is not importable: its reference rows are skipped")

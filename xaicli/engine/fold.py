@@ -10,11 +10,13 @@ by running the model once with hooks on every convolution and batch norm (a batc
 a convolution's output); whether the convolution's output feeds anything else cannot be seen from
 hooks, so the result is verified: every module's output on the probe input must match the unfolded
 model's (``rtol`` 1e-4), otherwise everything is put back. Layers that an attribution hooks are left
-alone (a hooked convolution's output would change meaning). The maps are equal up to float rounding.
+alone (a hooked convolution's output would change meaning); a pair folded for an earlier explainer of
+the same model is unfolded again when a later one hooks it. The maps are equal up to float rounding.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -60,13 +62,24 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[dict[str, Tensor], list[tuple[s
     return outputs, pairs
 
 
+#: model -> {batch norm name: (conv, original weight, original bias, batch norm)} of its folded pairs
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple]] = weakref.WeakKeyDictionary()
+
+
 def fold_batchnorms(model: nn.Module, example: Tensor, protected: Iterable[str] = ()) -> list[str]:
     """Fold every safe (conv, batch norm) pair of an eval-mode ``model`` in place; return the batch norms
     folded (empty when nothing was safe to fold, or the check failed and everything was restored)."""
     if isinstance(model, torch.jit.ScriptModule) or model.training:
         return []
-    modules = dict(model.named_modules())
     protected = set(protected)
+    folded = _FOLDED.setdefault(model, {})
+    for bn_name, (conv, weight, bias, bn) in list(folded.items()):  # folded earlier, hooked now: undo
+        conv_name = next((n for n, m in model.named_modules() if m is conv), None)
+        if conv_name is not None and {conv_name, bn_name} & protected:
+            _restore(model, [(conv, weight, bias, bn_name, bn)])
+        if conv_name is None or {conv_name, bn_name} & protected:
+            del folded[bn_name]
+    modules = dict(model.named_modules())
     before, pairs = _probe(model, example)
     pairs = [(conv, bn) for conv, bn in pairs if not {conv, bn} & protected
              and modules[conv].out_channels == modules[bn].num_features]
@@ -90,12 +103,22 @@ def fold_batchnorms(model: nn.Module, example: Tensor, protected: Iterable[str] 
                and torch.allclose(after[name], t, rtol=1e-4, atol=1e-4 * float(t.abs().max().clamp_min(1)))
                for name, t in before.items() if name not in folded_convs)
     if same:
+        folded.update({bn_name: (conv, weight, bias, bn) for conv, weight, bias, bn_name, bn in saved})
         return [bn for _, bn in pairs]
-    for conv, weight, bias, bn_name, bn in saved:  # a convolution output had another consumer: undo
-        conv.weight = nn.Parameter(weight, conv.weight.requires_grad)
-        conv.bias = bias
-        _set(model, bn_name, bn)
+    _restore(model, saved)  # a convolution output had another consumer
     return []
+
+
+def _restore(model: nn.Module, saved: list[tuple]) -> None:
+    """Put the original weights and batch norms back, on the device and in the layout the model has now."""
+    for conv, weight, bias, bn_name, bn in saved:
+        device = conv.weight.device
+        layout = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) \
+            and not conv.weight.is_contiguous() else torch.contiguous_format
+        weight = weight.to(device).contiguous(memory_format=layout)
+        conv.weight = nn.Parameter(weight, conv.weight.requires_grad)
+        conv.bias = None if bias is None else nn.Parameter(bias.detach().to(device), bias.requires_grad)
+        _set(model, bn_name, bn.to(device))
 
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:

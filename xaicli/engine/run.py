@@ -22,7 +22,7 @@ from torch import Tensor
 
 from xaicli import __version__
 from xaicli.config import Config
-from xaicli.engine.backoff import OOMBackoff, OutOfMemoryAtMinimum, is_oom, merge_results  # noqa: F401
+from xaicli.engine.backoff import OOMBackoff, OutOfMemoryAtMinimum, merge_results
 from xaicli.engine.discover import InputImage, discover_images
 from xaicli.engine.loader import iter_batches
 from xaicli.engine.microbatch import cap_inner_chunks, cpu_micro_batch
