@@ -13,7 +13,7 @@ from xaicli.errors import ConfigError, UnknownNameError
 from xaicli.methods import Method, TopK, create_method, get_method
 from xaicli.methods.base import TargetSpec
 from xaicli.methods.hooks import find_module
-from xaicli.models.layers import default_layer
+from xaicli.models.layers import default_layer, describe_layers
 from xaicli.models.loader import LoadedModel
 
 
@@ -50,33 +50,16 @@ def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
 
 def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str) -> None:
     """Layer methods need a (C, h, w) feature map: refuse e.g. a Linear layer now, not mid-run."""
-    shapes: dict[str, tuple | None] = {}
-    handles = []
-
-    def make(name: str):
-        def hook(_m: torch.nn.Module, _i: tuple, out: object) -> None:
-            shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
-
-        return hook
-
-    try:
-        try:
-            for name in layers:
-                handles.append(find_module(loaded.model, name).register_forward_hook(make(name)))
-        except (RuntimeError, AttributeError):  # a module that refuses hooks: the method reports it
-            return
-        first = next(iter(loaded.model.parameters()), None)
-        device = first.device if first is not None else torch.device("cpu")
-        with torch.no_grad():
-            loaded.model(torch.zeros(1, 1 if loaded.mode == "L" else 3, *loaded.size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
+    channels = 1 if loaded.mode == "L" else 3
+    infos = {i.name: i for i in describe_layers(loaded.model, (channels, *loaded.size), names=layers)}
     for j, name in enumerate(layers):
-        if name not in shapes:
+        info = infos[name]
+        if not info.hooked:  # inside a compiled TorchScript call: the method gives the precise error
+            continue
+        if info.order < 0:
             raise ConfigError(f"{key}.layers[{j}]", f"layer {name!r} is not called by the model's forward "
                               "pass; pick another with `xaicli layers -c CONFIG`")
-        shape = shapes[name]
+        shape = info.shape
         if shape is None or len(shape) != 3:
             what = "a non-tensor" if shape is None else f"shape {tuple(shape)}"
             raise ConfigError(f"{key}.layers[{j}]", f"layer {name!r} outputs {what} per image, not a "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from xaicli.errors import ModelError
 
 
 @dataclass
@@ -14,10 +17,14 @@ class LayerInfo:
     type: str
     shape: tuple[int, ...] | None  # output shape for one input image, None if not called
     order: int  # position in execution order (-1: never called)
+    hooked: bool = True  # False: the module refused a hook (its shape and order are unknown)
 
 
-def describe_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[LayerInfo]:
-    """Every named module with its output shape for a (C, H, W) input, in definition order."""
+def describe_layers(model: nn.Module, input_shape: tuple[int, int, int],
+                    names: Collection[str] | None = None) -> list[LayerInfo]:
+    """Every named module (or those in ``names``) with its output shape for a (C, H, W) input, in
+    definition order. The dummy input goes to the model's device; modules that refuse hooks (inside a
+    compiled TorchScript call) are listed with no shape."""
     shapes: dict[str, tuple[int, ...]] = {}
     order: dict[str, int] = {}
     counter = [0]
@@ -32,17 +39,23 @@ def describe_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list
 
         return hook
 
+    wanted = [(n, m) for n, m in model.named_modules() if n and (names is None or n in names)]
+    refused: set[str] = set()
     try:
-        for name, module in model.named_modules():
-            if name:
+        for name, module in wanted:
+            try:
                 handles.append(module.register_forward_hook(make(name)))
+            except (RuntimeError, AttributeError, ModelError):
+                refused.add(name)
+        first = next(iter(model.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in handles:
             h.remove()
-    return [LayerInfo(n, type(m).__name__, shapes.get(n), order.get(n, -1))
-            for n, m in model.named_modules() if n]
+    return [LayerInfo(n, type(m).__name__, shapes.get(n), order.get(n, -1), n not in refused)
+            for n, m in wanted]
 
 
 def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | None:
