@@ -233,3 +233,16 @@ def test_config_error_carries_the_key():
         config_from_dict({"run": {"batch_size": "x"}})
     assert info.value.key == "run.batch_size"
     assert isinstance(info.value, UsageError)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_load_and_plan(path):
+    """Every config in configs/ validates, and its methods and layers exist in its model."""
+    from xaicli.config import load_config
+    from xaicli.engine.plan import plan_methods
+    from xaicli.models.loader import load_model
+
+    cfg = load_config(path)
+    planned = plan_methods(cfg, load_model(cfg))
+    assert [p.name for p in planned] == [m.name for m in cfg.methods]
