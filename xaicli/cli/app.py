@@ -166,7 +166,7 @@ def layers(
 
         cfg = load_config(config)
         loaded = load_model(cfg)
-        shape = (1 if loaded.mode == "L" else 3, *loaded.size)
+        shape = loaded.input_shape
         infos = describe_layers(loaded.model, shape)
         default = loaded.default_layer or default_layer(loaded.model, shape)
     except UsageError as err:

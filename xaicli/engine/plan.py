@@ -32,8 +32,7 @@ def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
         cls = get_method(mc.name, key=f"{key}.name")
         layers = list(mc.layers)
         if cls.requires_layer and not layers:
-            channels = 1 if loaded.mode == "L" else 3
-            layer = loaded.default_layer or default_layer(loaded.model, (channels, *loaded.size))
+            layer = loaded.default_layer or default_layer(loaded.model, loaded.input_shape)
             if layer is None:
                 raise ConfigError(f"{key}.layers", f"{mc.name} needs a layer and none could be chosen "
                                   "automatically; list them with `xaicli layers -c CONFIG`")
@@ -50,8 +49,7 @@ def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
 
 def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str) -> None:
     """Layer methods need a (C, h, w) feature map: refuse e.g. a Linear layer now, not mid-run."""
-    channels = 1 if loaded.mode == "L" else 3
-    infos = {i.name: i for i in describe_layers(loaded.model, (channels, *loaded.size), names=layers)}
+    infos = {i.name: i for i in describe_layers(loaded.model, loaded.input_shape, names=layers)}
     for j, name in enumerate(layers):
         info = infos[name]
         if not info.hooked:  # inside a compiled TorchScript call: the method gives the precise error

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xaicli.engine.decode import load_image
+from xaicli.models.loader import channels_of
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Preprocess:
 
     @property
     def channels(self) -> int:
-        return 1 if self.mode == "L" else 3
+        return channels_of(self.mode)
 
     def load(self, path: str) -> Tensor:
         """File -> (C, H, W) float32 in [0, 1] at model-input size. Raises ImageDecodeError."""

@@ -110,6 +110,7 @@ class Explainer:
                               cfg.preprocess.resize, cfg.preprocess.alpha_background)
         model = self.loaded.model.to(self.device)
         self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded)
+        self.hooked_layers = [layer for pm in self.methods for layer in pm.layers if layer is not None]
         self.folded = self._fold_batchnorms()  # before channels_last, which then converts the new weights
         self.channels_last = use_channels_last(self.device)
         if self.channels_last:
@@ -130,10 +131,8 @@ class Explainer:
         """Fold eval-mode batch norms into their convolutions where verified equal (:mod:`.fold`)."""
         from xaicli.engine.fold import fold_batchnorms
 
-        channels = 1 if self.loaded.mode == "L" else 3
-        probe = torch.randn((1, channels, *self.loaded.size), generator=torch.Generator().manual_seed(0))
-        hooked = [layer for pm in self.methods for layer in pm.layers if layer is not None]
-        return fold_batchnorms(self.loaded.model, probe.to(self.device), hooked)
+        probe = torch.randn((1, *self.loaded.input_shape), generator=torch.Generator().manual_seed(0))
+        return fold_batchnorms(self.loaded.model, probe.to(self.device), self.hooked_layers)
 
     def _compile(self) -> list[str]:
         """``run.compile``: compile the submodules no hook needs (see :mod:`xaicli.engine.compile`)."""
@@ -146,8 +145,7 @@ class Explainer:
             warnings.warn(f"run.compile ignored: {', '.join(blocked)} swap ReLU rules at run time",
                           stacklevel=3)
             return []
-        hooked = [layer for pm in self.methods for layer in pm.layers if layer is not None]
-        return compile_around_hooks(self.loaded.model, hooked)
+        return compile_around_hooks(self.loaded.model, self.hooked_layers)
 
     def autocast(self):
         precision = self.cfg.run.precision

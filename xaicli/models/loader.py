@@ -33,6 +33,16 @@ class LoadedModel:
     std: tuple[float, ...]
     default_layer: str | None
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one model input."""
+        return (channels_of(self.mode), *self.size)
+
+
+def channels_of(mode: str) -> int:
+    """Image channels of a preprocessing mode: 1 for "L", 3 for "RGB"."""
+    return 1 if mode == "L" else 3
+
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
@@ -200,11 +210,11 @@ def load_model(cfg: Config) -> LoadedModel:
         size, mode, mean, std = (224, 224), "RGB", IMAGENET_MEAN, IMAGENET_STD
     if p.mode is not None and p.mode != mode:  # switching mode without stats: neutral stats
         mode = p.mode
-        mean, std = (0.5,) * (1 if mode == "L" else 3), (0.5,) * (1 if mode == "L" else 3)
+        mean = std = (0.5,) * channels_of(mode)
     size = tuple(p.size * 2 if p.size and len(p.size) == 1 else p.size or size)
     mean = tuple(p.mean or mean)
     std = tuple(p.std or std)
-    channels = 1 if mode == "L" else 3
+    channels = channels_of(mode)
     for name, v in (("mean", mean), ("std", std)):
         if len(v) not in (1, channels):
             raise ConfigError(f"preprocess.{name}",

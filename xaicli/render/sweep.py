@@ -101,8 +101,7 @@ def run_sweep(cfg: Config, inputs: Sequence[str], outdir: Path, *, layers: str |
         raise UsageError("--images-per-class must be >= 1")
     items = discover_images(inputs)
     loaded = load_model(cfg)
-    shape = (1 if loaded.mode == "L" else 3, *loaded.size)
-    cands = resolve_layers(layers, loaded.model, shape)
+    cands = resolve_layers(layers, loaded.model, loaded.input_shape)
     explainer = Explainer(sweep_config(cfg, method, [c.name for c in cands]), loaded=loaded)
     summary = SweepSummary(outdir, method, cands)
 
