@@ -1,30 +1,26 @@
-"""TorchScript models with hookable layers.
+"""The TorchScript graph interpreter: runs a script module's method graph node by node in Python.
 
-Layer methods (Grad-CAM and friends) register forward hooks on named submodules. A TorchScript module
-(``torch.jit.load`` of a scripted or traced model) refuses new hooks, so :func:`hookable` wraps it in an
-eager mirror:
+Why it exists: a forward hook fires only when a module is *called from Python*. A compiled TorchScript
+``forward`` calls its children inside the JIT, where no Python hook can see them. So a non-leaf
+:class:`~xaicli.models.torchscript.proxy.ScriptModuleProxy` does not call its script module's ``forward``;
+it runs that method's graph here, step by step:
 
-* one :class:`ScriptModuleProxy` (an ordinary ``nn.Module``) per script module, with the same names, so
-  ``proxy.named_modules()`` lists exactly what ``script_module.named_modules()`` lists;
-* a **leaf** proxy (a script module without children: ``Conv2d``, ``BatchNorm2d``, ``ReLU`` ...) calls the
-  compiled ``forward`` of its script module;
-* a **non-leaf** proxy runs the TorchScript graph of its ``forward`` node by node in Python. A call of a
-  child (``prim::CallMethod[name="forward"]``) goes to the child's *proxy*, so forward hooks fire there and
-  a hook's replacement output is what the rest of the graph computes with. Tensor ops (``aten::*``) run
-  through ``torch.ops`` with the overload named in the node's schema, so autograd flows through them;
-  control flow (``prim::If``, ``prim::Loop``), lists, tuples, dicts, calls of other methods and of
+* a call of a child (``prim::CallMethod[name="forward"]``) goes to the child's *proxy*, so forward hooks
+  fire there and a hook's replacement output is what the rest of the graph computes with;
+* tensor ops (``aten::*``) run through ``torch.ops`` with the overload named in the node's schema, so
+  autograd flows through them;
+* control flow (``prim::If``, ``prim::Loop``), lists, tuples, dicts, calls of other methods and of
   TorchScript functions (inlined) are interpreted as well. ``torch.jit.script`` of torchvision models
   (``mobilenet_v2`` uses ``prim::If``; ``densenet121`` uses loops, ``prim::RaiseException`` and functions)
   and traced models (straight-line graphs) are handled; outputs match the script module exactly.
-* parameters and buffers are the script module's own tensor objects, so ``requires_grad_`` on
-  ``proxy.parameters()`` acts on the computation; ``train()``/``eval()`` and ``.to()``/``.double()`` are
-  passed on to the script module.
 
 What cannot be interpreted (``torch.jit.fork``, ``with`` blocks such as ``torch.no_grad()``, TorchScript
-class objects, ...) does not stop the model from working: the module whose code contains it runs as one
-compiled call (it can still be hooked itself), and only layers *inside* it refuse hooks, with a
-:class:`~xaicli.errors.ModelError` naming the module and the construct. ``hookable(m, strict=True)``
-raises that error at conversion time instead.
+class objects, ...) makes :class:`_Compiler` raise :class:`_Unsupported` while compiling the method, before
+anything runs; the proxy module then decides what to do with the module (run it as one compiled call).
+
+Dependencies: the proxy module imports this one, never the reverse. What the interpreter needs of a proxy is
+the small :class:`_Owner` protocol, and the proxy class itself (to tell a proxy from another script value at
+run time, e.g. in ``prim::GetAttr``) is passed in as an argument: ``_Compiler(owner, proxy_type)``.
 """
 
 from __future__ import annotations
@@ -32,215 +28,33 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import nn
 
-from xaicli.errors import ModelError, XaicliError
-
-__all__ = ["ScriptModuleProxy", "hookable", "iter_unsupported", "load_torchscript"]
+from xaicli.errors import XaicliError
 
 _ADVICE = "layer methods need a traced model (torch.jit.trace) or an eager nn.Module"
 
 
-# --------------------------------------------------------------------------------------------------- loading
+class _Owner(Protocol):
+    """What the interpreter uses of a module proxy (implemented by ``proxy.ScriptModuleProxy``)."""
 
+    _xaicli_name: str  # the module's name in the tree, for messages
+    _xaicli_script: torch.jit.ScriptModule  # whose compiled methods are interpreted
+    _modules: dict  # child proxies by attribute name
 
-def load_torchscript(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """``torch.jit.load`` a scripted or traced model; return its hookable eager mirror (:func:`hookable`).
+    def __call__(self, *args: Any) -> Any: ...  # forward, with its hooks
 
-    The module keeps the training/eval mode it was saved in.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"TorchScript file not found: '{p}'")
-    try:
-        with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated on every load
-            warnings.simplefilter("ignore", FutureWarning)
-            script = torch.jit.load(str(p), map_location=map_location)
-    except Exception as err:  # not a TorchScript archive (e.g. a torch.save pickle), corrupt, newer format
-        why = _first_line(err) or type(err).__name__
-        raise ModelError(f"cannot load '{p}' as a TorchScript model ({why}); save one with "
-                         "torch.jit.save(torch.jit.trace(model, example_input), path)") from err
-    return hookable(script)
+    def _xaicli_method(self, name: str) -> _Method | None: ...
 
+    def _xaicli_call(self, name: str, args: Sequence[Any]) -> Any: ...
 
-def hookable(script_module: torch.jit.ScriptModule, *, strict: bool = False) -> nn.Module:
-    """An eager ``nn.Module`` tree mirroring ``script_module`` on whose submodules forward hooks work.
+    def _xaicli_attr(self, name: str) -> Any: ...
 
-    Module names, outputs, parameters (the same tensor objects) and gradients are those of the script
-    module. A module whose code uses a construct the interpreter does not support runs as one compiled
-    call; hooking a layer inside it raises :class:`ModelError` (with ``strict=True``, conversion does).
-    A plain ``nn.Module`` that is not TorchScript is returned unchanged.
-    """
-    if not isinstance(script_module, torch.jit.ScriptModule):
-        if isinstance(script_module, nn.Module):
-            return script_module
-        raise TypeError(f"expected a torch.jit.ScriptModule, got {type(script_module).__name__}")
-    memo: dict[int, ScriptModuleProxy] = {}
-    root = _mirror(script_module, "", memo)
-    proxies = list(memo.values())
-    for proxy in proxies:
-        try:
-            proxy._xaicli_method("forward")
-        except _Unsupported as u:
-            proxy.__dict__["_xaicli_opaque"] = u
-            if strict and not proxy._xaicli_leaf:  # an opaque leaf costs no hook
-                raise ModelError(u.message()) from None
-    for proxy in proxies:
-        u = proxy._xaicli_opaque
-        if u is not None:
-            for _, inner in proxy.named_modules(remove_duplicate=False):
-                if inner is not proxy and inner._xaicli_sealed is None:
-                    inner.__dict__["_xaicli_sealed"] = u
-    return root
-
-
-def _mirror(script: torch.jit.ScriptModule, name: str, memo: dict) -> ScriptModuleProxy:
-    if id(script) in memo:  # a module shared under two names: one proxy, like named_modules()
-        return memo[id(script)]
-    proxy = ScriptModuleProxy(script, name)
-    memo[id(script)] = proxy
-    for child_name, child in script.named_children():
-        proxy.add_module(child_name, _mirror(child, f"{name}.{child_name}" if name else child_name, memo))
-    return proxy
-
-
-# ----------------------------------------------------------------------------------------------------- proxy
-
-
-class ScriptModuleProxy(nn.Module):
-    """Eager stand-in for one TorchScript (sub)module; built by :func:`hookable`."""
-
-    def __init__(self, script: torch.jit.ScriptModule, name: str):
-        super().__init__()
-        # Stored in __dict__ so that nn.Module does not register the script module as a child.
-        self.__dict__.update(
-            _xaicli_script=script,
-            _xaicli_name=name,
-            _xaicli_leaf=len(list(script.children())) == 0,
-            _xaicli_methods={},
-            _xaicli_opaque=None,  # _Unsupported: forward runs as one compiled call
-            _xaicli_sealed=None,  # _Unsupported of an enclosing opaque module: hooks refused
-        )
-        self.training = bool(getattr(script, "training", False))  # frozen modules have no `training`
-        self._xaicli_sync_tensors()
-
-    # -- what the script module is
-    @property
-    def script_module(self) -> torch.jit.ScriptModule:
-        """The wrapped TorchScript module."""
-        return self._xaicli_script
-
-    def _get_name(self) -> str:
-        return f"TorchScript[{getattr(self._xaicli_script, 'original_name', 'Module')}]"
-
-    def extra_repr(self) -> str:
-        if self._xaicli_opaque is not None:
-            return f"compiled call: uses {self._xaicli_opaque.kind}"
-        return ""
-
-    # -- calling
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        method = None if self._xaicli_opaque is not None else self._xaicli_methods.get("forward")
-        if method is None:
-            return self._xaicli_compiled("forward")(*args, **kwargs)
-        return method(self, args, kwargs)
-
-    def _xaicli_call(self, name: str, args: Sequence[Any]) -> Any:
-        method = self._xaicli_methods.get(name)
-        if method is None:
-            return self._xaicli_compiled(name)(*args)
-        return method(self, args, {})
-
-    def _xaicli_compiled(self, name: str) -> Callable:
-        """The script module's own compiled method (``TracedModule.forward`` of a submodule refuses calls)."""
-        return self._xaicli_script._c._get_method(name)
-
-    def _xaicli_method(self, name: str) -> _Method | None:
-        """Compile method ``name`` of the script module for step-by-step interpretation (once)."""
-        if not self._xaicli_script._c._has_method(name):
-            return None  # e.g. a ModuleList/ModuleDict without forward: calling it fails as in TorchScript
-        if name not in self._xaicli_methods:
-            self._xaicli_methods[name] = _Compiler(self).method(name)
-        return self._xaicli_methods[name]
-
-    def _xaicli_attr(self, name: str) -> Any:
-        if name in self._modules:
-            return self._modules[name]
-        if name in self._parameters:
-            return self._parameters[name]
-        if name in self._buffers:
-            return self._buffers[name]
-        return getattr(self._xaicli_script, name)
-
-    def _xaicli_setattr(self, name: str, value: Any) -> None:
-        setattr(self._xaicli_script, name, value)
-        if name in self._parameters or name in self._buffers:
-            self._xaicli_sync_tensors()
-
-    # -- state shared with the script module
-    def _xaicli_sync_tensors(self) -> None:
-        """Expose the script module's own parameters and buffers (the same tensor objects)."""
-        script = self._xaicli_script
-        self._parameters.clear()
-        self._buffers.clear()
-        # Set the dicts directly: parameters of a loaded script module are plain tensors, not nn.Parameter.
-        for key, value in script._parameters.items():
-            if value is not None:
-                self._parameters[key] = value
-        for key, value in script._buffers.items():
-            if value is not None:
-                self._buffers[key] = value
-
-    def train(self, mode: bool = True) -> ScriptModuleProxy:
-        if self._xaicli_script._c.hasattr("training"):
-            self._xaicli_script.training = mode  # this module only; children are reached by super().train
-        return super().train(mode)
-
-    def _apply(self, fn: Callable, recurse: bool = True) -> ScriptModuleProxy:
-        if recurse:
-            for child in self.children():
-                child._apply(fn)
-        self._xaicli_script._apply(fn, recurse=False)
-        self._xaicli_sync_tensors()
-        return self
-
-    # -- hooks
-    def _xaicli_check_hookable(self) -> None:
-        u = self._xaicli_sealed
-        if u is not None:
-            outer = _label(u.module)
-            raise ModelError(
-                f"cannot hook layer {self._xaicli_name!r}: it runs inside TorchScript module {outer}, which "
-                f"uses {u.kind}{u.where_text()} and therefore runs as one compiled call; hook {outer} itself "
-                "or a layer outside it; to hook layers inside it, export a traced model (torch.jit.trace) or "
-                "use the eager nn.Module"
-            )
-
-    def register_forward_hook(self, hook: Callable, *args: Any, **kwargs: Any):  # type: ignore[override]
-        self._xaicli_check_hookable()
-        return super().register_forward_hook(hook, *args, **kwargs)
-
-    def register_forward_pre_hook(self, hook: Callable, *args: Any, **kwargs: Any):  # type: ignore[override]
-        self._xaicli_check_hookable()
-        return super().register_forward_pre_hook(hook, *args, **kwargs)
-
-    def register_full_backward_hook(self, hook: Callable, *args: Any, **kwargs: Any):  # type: ignore[override]
-        self._xaicli_check_hookable()
-        return super().register_full_backward_hook(hook, *args, **kwargs)
-
-    def register_full_backward_pre_hook(self, hook: Callable, *args: Any, **kwargs: Any):  # type: ignore[override]
-        self._xaicli_check_hookable()
-        return super().register_full_backward_pre_hook(hook, *args, **kwargs)
-
-    def register_backward_hook(self, hook: Callable):  # type: ignore[override]
-        self._xaicli_check_hookable()
-        return super().register_backward_hook(hook)
+    def _xaicli_setattr(self, name: str, value: Any) -> None: ...
 
 
 def _label(name: str) -> str:
@@ -326,7 +140,7 @@ class _Method:
     names: tuple[str, ...]
     defaults: dict[str, Any]
 
-    def __call__(self, owner: ScriptModuleProxy, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    def __call__(self, owner: _Owner, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         if kwargs or len(args) != len(self.names):
             args = self.bind(args, kwargs)
         out = _exec(self.block, {}, [owner, *args])
@@ -359,8 +173,9 @@ def _outputs(result: Any, n: int) -> Sequence[Any]:
 class _Compiler:
     """Turns the graphs of one proxy's methods into :class:`_Block` s; raises :class:`_Unsupported`."""
 
-    def __init__(self, owner: ScriptModuleProxy):
+    def __init__(self, owner: _Owner, proxy_type: type):
         self.owner = owner
+        self.proxy_type = proxy_type  # ScriptModuleProxy, passed in: this module does not import it
 
     def unsupported(self, node: Any, detail: str = "", kind: str | None = None) -> _Unsupported:
         return _Unsupported(self.owner._xaicli_name, kind or node.kind(), _where(node), detail)
@@ -375,12 +190,12 @@ class _Compiler:
         block = self.block(graph, modules)
         return _Method(block, tuple(a.name for a in args), defaults)
 
-    def block(self, block: Any, modules: dict[int, ScriptModuleProxy]) -> _Block:
+    def block(self, block: Any, modules: dict[int, _Owner]) -> _Block:
         steps = [self.node(n, modules) for n in block.nodes()]
         return _Block(tuple(v.unique() for v in block.inputs()), steps,
                       tuple(v.unique() for v in block.outputs()))
 
-    def node(self, n: Any, modules: dict[int, ScriptModuleProxy]) -> _Step:
+    def node(self, n: Any, modules: dict[int, _Owner]) -> _Step:
         kind = n.kind()
         ins = tuple(v.unique() for v in n.inputs())
         outs = tuple(v.unique() for v in n.outputs())
@@ -492,20 +307,22 @@ def _get_attr(c: _Compiler, n: Any, ins: tuple, outs: tuple, modules: dict) -> R
     owner = modules.get(ins[0])
     if owner is not None and name in owner._modules:
         modules[outs[0]] = owner._modules[name]
+    proxy_type = c.proxy_type
 
     def run(_env: dict, a: list) -> tuple:
         obj = a[0]
-        return (obj._xaicli_attr(name) if isinstance(obj, ScriptModuleProxy) else getattr(obj, name),)
+        return (obj._xaicli_attr(name) if isinstance(obj, proxy_type) else getattr(obj, name),)
 
     return run
 
 
 def _set_attr(c: _Compiler, n: Any, ins: tuple, outs: tuple, modules: dict) -> Runner:
     name = n.s("name")
+    proxy_type = c.proxy_type
 
     def run(_env: dict, a: list) -> tuple:
         obj, value = a
-        if isinstance(obj, ScriptModuleProxy):
+        if isinstance(obj, proxy_type):
             obj._xaicli_setattr(name, value)
         else:
             setattr(obj, name, value)
@@ -520,10 +337,11 @@ def _call_method(c: _Compiler, n: Any, ins: tuple, outs: tuple, modules: dict) -
     target = modules.get(ins[0])
     if target is not None and name != "forward":
         target._xaicli_method(name)  # compile now: unsupported code there makes this module opaque
+    proxy_type = c.proxy_type
 
     def run(_env: dict, a: list) -> Sequence[Any]:
         obj = a[0]
-        if isinstance(obj, ScriptModuleProxy):
+        if isinstance(obj, proxy_type):
             result = obj(*a[1:]) if name == "forward" else obj._xaicli_call(name, a[1:])
         else:  # TorchScript class objects and other script values
             result = getattr(obj, name)(*a[1:])
@@ -663,13 +481,3 @@ def _python_op(qualified: str, overload: str, nout: int) -> Runner | None:
 def _set_item(container: Any, key: Any, value: Any) -> Any:
     container[key] = value
     return container
-
-
-def iter_unsupported(model: nn.Module) -> Iterator[tuple[str, str]]:
-    """``(name, message)`` for each module of a :func:`hookable` tree whose inner layers cannot be hooked.
-
-    These modules (never leaves: a leaf has no inner layers) run as one compiled call.
-    """
-    for name, module in model.named_modules():
-        if isinstance(module, ScriptModuleProxy) and module._xaicli_opaque and not module._xaicli_leaf:
-            yield name, module._xaicli_opaque.message()
