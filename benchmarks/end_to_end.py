@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xaicli.bench.measure import pearson, synthetic_images
-from xaicli.bench.references import PGC, reference_available
+from benchmarks.measure import pearson, synthetic_images
+from benchmarks.references import PGC, reference_available
 
 E2E_SOURCE = (640, 480)  # W x H of the generated JPEGs (a typical photo-ish size, resized to the model's)
 
 
 def default_user_script() -> Path:
-    return Path(__file__).resolve().parents[2] / "benchmarks" / "pgc_user_script.py"
+    """``benchmarks/pgc_user_script.py``, next to this module."""
+    return Path(__file__).resolve().parent / "pgc_user_script.py"
 
 
 def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
@@ -67,7 +68,7 @@ def _timed(cmd: list[str], out: Path) -> float:
 def end_to_end_row(opts, model: torch.nn.Module, layer: str, log: Callable[[str], None] = print):
     """The end-to-end row (see the module docstring) for ``model``'s weights, explained at ``layer``;
     ``None`` when asked for no images."""
-    from xaicli.bench.suite import E2E_TARGET, Row
+    from benchmarks.suite import E2E_TARGET, Row
     from xaicli.config import RunConfig
 
     n = opts.e2e_images

@@ -1,6 +1,6 @@
 """Timing records, synthetic inputs and map agreement for the benchmark.
 
-Every measurement (:func:`xaicli.bench.suite.measure_pair`) is a median over timed repeats after an
+Every measurement (:func:`benchmarks.suite.measure_pair`) is a median over timed repeats after an
 untimed warm-up (lazy initialisation, oneDNN/cuDNN primitive selection and allocator growth happen
 there), taken with ``time.perf_counter`` around a call that ends with the results on the host (CUDA is
 synchronised).

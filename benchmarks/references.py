@@ -1,17 +1,20 @@
 """The reference implementations the benchmark compares against: pytorch-grad-cam and Captum.
 
-Both are optional. :func:`reference_available` says whether a library imports; the suite skips its rows
-with a note otherwise. Each :class:`Reference` is used the way that library's documentation shows, with
-its defaults, on a normalised input tensor on the model's device:
+Which library implements which xaicli method is declared once, in :data:`IMPLEMENTED_BY`; a registered
+method not named there gets an xaicli-only row. Both libraries are optional: :func:`reference_available`
+says whether one imports; the suite skips its reference columns with a note otherwise.
+
+Each :class:`Reference` is used the way that library's documentation shows, with its defaults, on a
+normalised input tensor on the model's device:
 
 * pytorch-grad-cam: ``with GradCAM(model=model, target_layers=[layer]) as cam: cam(input_tensor=x,
   targets=None)`` (top-1 targets, chosen by the library from its own forward pass). ScoreCAM keeps its
   default inner batch of 16 masked images; its per-image tqdm bar is created with ``disable=True``.
 * Captum: ``Saliency``, ``GuidedBackprop``, ``Deconvolution``, ``GuidedGradCam``,
-  ``IntegratedGradients`` (50 steps, ``internal_batch_size`` equal to xaicli's) and
-  ``NoiseTunnel(Saliency)`` (25 samples, ``nt_samples_batch_size`` giving the same rows per pass as
-  xaicli). Captum needs explicit targets: they are computed once, outside the timed call, which
-  favours Captum by one forward pass per batch.
+  ``IntegratedGradients`` (50 steps, Captum's ``internal_batch_size`` equal to xaicli's ``chunk_size``)
+  and ``NoiseTunnel(Saliency)`` (25 samples, ``nt_samples_batch_size`` giving the same rows per pass as
+  xaicli's ``chunk_size``). Captum needs explicit targets: they are computed once, outside the timed
+  call, which favours Captum by one forward pass per batch.
 
 Only the library call is timed; turning Captum's raw attributions into maps for the agreement column
 (:meth:`Reference.to_maps`) happens afterwards.
@@ -30,6 +33,13 @@ from torch import Tensor, nn
 
 PGC = "pytorch_grad_cam"
 CAPTUM = "captum"
+
+PGC_CLASSES = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorecam": "ScoreCAM"}
+CAPTUM_METHODS = ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", "integrated_gradients",
+                  "smoothgrad")
+
+IMPLEMENTED_BY: dict[str, str] = {**dict.fromkeys(PGC_CLASSES, PGC), **dict.fromkeys(CAPTUM_METHODS, CAPTUM)}
+"""xaicli method name -> the reference library that implements it (adapters below)."""
 
 
 def reference_available(library: str) -> bool:
@@ -54,7 +64,7 @@ def _pgc(kind: str, model: nn.Module, layer: nn.Module) -> Reference:
     # ScoreCAM draws a progress bar per image; keep the bar's code path, silence its output
     score_cam.tqdm = SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
 
-    cls = {"gradcam": pgc.GradCAM, "gradcam_pp": pgc.GradCAMPlusPlus, "scorecam": pgc.ScoreCAM}[kind]
+    cls = getattr(pgc, PGC_CLASSES[kind])
     cam = cls(model=model, target_layers=[layer])
     return Reference(
         name=f"pytorch-grad-cam {cls.__name__}",
@@ -65,7 +75,7 @@ def _pgc(kind: str, model: nn.Module, layer: nn.Module) -> Reference:
 
 
 def _captum(kind: str, model: nn.Module, layer: nn.Module | None, *, baseline: Tensor, stdev: float,
-            internal_batch_size: int, reduce: Callable[[Tensor], Tensor]) -> Reference:
+            chunk_size: int, reduce: Callable[[Tensor], Tensor]) -> Reference:
     from captum import attr
 
     if kind == "saliency":
@@ -78,7 +88,7 @@ def _captum(kind: str, model: nn.Module, layer: nn.Module | None, *, baseline: T
         algo, kwargs, label = attr.GuidedGradCam(model, layer), {}, "GuidedGradCam"
     elif kind == "integrated_gradients":
         algo, label = attr.IntegratedGradients(model), "IntegratedGradients(n_steps=50)"
-        kwargs = {"n_steps": 50, "method": "riemann_trapezoid", "internal_batch_size": internal_batch_size}
+        kwargs = {"n_steps": 50, "method": "riemann_trapezoid", "internal_batch_size": chunk_size}
     elif kind == "smoothgrad":
         algo, label = attr.NoiseTunnel(attr.Saliency(model)), "NoiseTunnel(Saliency, smoothgrad, 25)"
         kwargs = {"nt_type": "smoothgrad", "nt_samples": 25, "stdevs": stdev}
@@ -90,26 +100,21 @@ def _captum(kind: str, model: nn.Module, layer: nn.Module | None, *, baseline: T
         if kind == "integrated_gradients":
             extra["baselines"] = baseline.expand_as(x)
         if kind == "smoothgrad":
-            extra["nt_samples_batch_size"] = max(1, internal_batch_size // x.shape[0])
+            extra["nt_samples_batch_size"] = max(1, chunk_size // x.shape[0])
         return algo.attribute(x, target=targets, **extra)
 
     return Reference(name=f"captum {label}", run=run, to_maps=lambda out: reduce(out.detach().float()).cpu())
 
 
 def make_reference(kind: str, model: nn.Module, layer: nn.Module | None, **captum_args) -> Reference | None:
-    """The reference for xaicli method ``kind`` (None when there is none or its library is missing)."""
-    if kind in ("gradcam", "gradcam_pp", "scorecam"):
-        return _pgc(kind, model, layer) if reference_available(PGC) else None
-    if kind in ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", "integrated_gradients",
-                "smoothgrad"):
-        return _captum(kind, model, layer, **captum_args) if reference_available(CAPTUM) else None
-    return None
+    """The reference for xaicli method ``kind`` (None when there is none or its library is missing).
+    ``captum_args`` (``baseline``, ``stdev``, ``chunk_size``, ``reduce``) go to the Captum adapter."""
+    library = reference_library(kind)
+    if library is None or not reference_available(library):
+        return None
+    return _pgc(kind, model, layer) if library == PGC else _captum(kind, model, layer, **captum_args)
 
 
 def reference_library(kind: str) -> str | None:
-    if kind in ("gradcam", "gradcam_pp", "scorecam"):
-        return PGC
-    if kind in ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", "integrated_gradients",
-                "smoothgrad"):
-        return CAPTUM
-    return None
+    """The library implementing xaicli method ``kind`` (:data:`IMPLEMENTED_BY`), None when none does."""
+    return IMPLEMENTED_BY.get(kind)

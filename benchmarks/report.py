@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from xaicli.bench.suite import BenchReport, Row
+from benchmarks.suite import BenchReport, Row
 
 COLUMNS = ("method", "model", "input", "batch", "images", "xaicli img/s", "reference", "ref img/s", "ratio",
            "target", "met", "map corr.")

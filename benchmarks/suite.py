@@ -2,13 +2,17 @@
 
 One model (a torchvision architecture with random weights, no download) is loaded once; the reference
 libraries get a deep copy in PyTorch's default layout, exactly as a user would hand it to them, and
-xaicli's :class:`~xaicli.engine.run.Explainer` gets the original (and prepares it as ``xaicli explain``
-does). Both see the same synthetic images. Each row is timed with xaicli and the reference alternating
-repeat by repeat, so a load change on a shared machine hits both sides alike.
+xaicli's :class:`~xaicli.engine.Explainer` gets the original and prepares it as ``xaicli explain`` does
+(batch norms folded, the functional-ReLU patch on). Both see the same synthetic images. Each row is
+timed with xaicli and the reference alternating repeat by repeat, so a load change on a shared machine
+hits both sides alike.
 
-What is timed on xaicli's side is :meth:`Explainer.explain_batch` (normalisation on the device, the
-method, post-processing) plus copying the maps to the host; on the reference side the library call
-alone (see :mod:`xaicli.bench.references`).
+What is timed on xaicli's side is :func:`xaicli.engine.explain_images` per batch (the CPU micro-batch
+split, normalisation on the device, the method, post-processing) plus copying the maps to the host; on
+the reference side the library call alone (see :mod:`benchmarks.references`).
+
+The rows: one per method in xaicli's registry, then :data:`~benchmarks.rows.EXTRA_ROWS` (see
+:mod:`benchmarks.rows`).
 """
 
 from __future__ import annotations
@@ -24,27 +28,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from xaicli.bench.measure import Timing, pearson, sync, synthetic_images
-from xaicli.bench.references import CAPTUM, PGC, make_reference, reference_available, reference_library
+from benchmarks.measure import Timing, pearson, sync, synthetic_images
+from benchmarks.references import CAPTUM, PGC, make_reference, reference_available, reference_library
+from benchmarks.rows import all_rows, comparison, heavy_rows, method_rows
 
-#: xaicli method -> (options for the comparison, required speed-up over the reference or None)
-#: Options align xaicli with the reference's formulation so that the agreement column is meaningful
-#: (Grad-CAM++ without alpha normalisation, Score-CAM's channel softmax and align-corners masks are
-#: pytorch-grad-cam's); they do not change the cost. Options this xaicli build lacks are dropped.
-COMPARISONS: dict[str, tuple[dict, float | None]] = {
-    "gradcam": ({}, 3.0),
-    "gradcam_pp": ({"alpha_norm": False}, 3.0),
-    "scorecam": ({"weights": "channel_softmax", "mask_align_corners": True}, 1.2),
-    "saliency": ({}, None),
-    "guided_backprop": ({}, None),
-    "deconvnet": ({}, None),
-    "guided_gradcam": ({}, None),
-    "integrated_gradients": ({"steps": 50, "internal_batch_size": 64}, 1.0),
-    "smoothgrad": ({"samples": 25, "internal_batch_size": 64}, 1.0),
-}
-HEAVY = ("scorecam", "integrated_gradients", "smoothgrad")
-EXTRA_ROWS = ("forward", "topk", "e2e")
-ALL_ROWS = (*COMPARISONS, *EXTRA_ROWS)
+#: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
+#: every registered method (see :mod:`benchmarks.rows`)
+COMPARISONS: dict[str, tuple[dict, float | None]] = {name: comparison(name) for name in method_rows()}
+HEAVY = heavy_rows()  # the ``chunked`` methods: fewer images and repeats
+ALL_ROWS = all_rows()
 SCORECAM_MAX_N = 64
 SCORECAM_MAX_N_TARGET = 6.0
 TOPK_LIMIT = 3.0
@@ -213,15 +205,19 @@ class Suite:
     # --- helpers -----------------------------------------------------------------------------------
 
     def explainer(self, method: str, options: dict, topk: int = 1):
-        from xaicli.engine.run import Explainer
+        """An explainer prepared exactly as the CLI prepares its own (``xaicli.runs.explain``)."""
+        from xaicli.engine import Explainer
         from xaicli.methods import get_method
 
         known = get_method(method).options
         options = {k: v for k, v in options.items() if k in known}
-        return Explainer(_config(self.opts, method, options, topk), self.loaded, self.device)
+        return Explainer(_config(self.opts, method, options, topk), self.loaded, self.device,
+                         fold_batchnorms=True, functional_relu=True)
 
     def engine_fn(self, explainer, images: Tensor, batch: int, render: bool = False) -> Callable[[], list]:
-        """What xaicli does per batch: explain on the device, maps (and optionally overlays) to the host."""
+        """What xaicli does per batch: explain on the device (in CPU micro-batches, as the CLI does), maps
+        (and optionally overlays) to the host."""
+        from xaicli.engine import explain_images
         from xaicli.render.overlay import overlay
 
         chunks = _chunks(images.pin_memory() if self.device.type == "cuda" else images, batch)
@@ -229,8 +225,7 @@ class Suite:
         def run() -> list[Tensor]:
             out = []
             for chunk in chunks:
-                _, _, maps, _ = explainer.explain_batch(chunk)
-                for m in maps.values():
+                for m in explain_images(explainer, chunk).maps.values():
                     if render:
                         overlay(chunk.to(m.device), m).cpu()
                     out.append(m.cpu())
@@ -247,7 +242,7 @@ class Suite:
             return [self.ref_model(c).argmax(dim=1) for c in _chunks(x, batch)]
 
     def layer_module(self, explainer):
-        from xaicli.methods.hooks import find_module
+        from xaicli.models.layers import find_module
 
         layer = next((ly for pm in explainer.methods for ly in pm.layers if ly is not None), None)
         return layer, (find_module(self.ref_model, layer) if layer else None)
@@ -255,9 +250,6 @@ class Suite:
     # --- rows ----------------------------------------------------------------------------------------
 
     def run(self, rows: Sequence[str]) -> BenchReport:
-        from xaicli.methods import available_methods
-
-        known = available_methods()
         for name in rows:
             t0 = time.perf_counter()
             if name == "forward":
@@ -265,13 +257,10 @@ class Suite:
             elif name == "topk":
                 self.topk_row()
             elif name == "e2e":
-                from xaicli.bench.end_to_end import end_to_end_row
+                from benchmarks.end_to_end import end_to_end_row
 
                 layer, _ = self.layer_module(self.explainer("gradcam", {}))
                 self.add(end_to_end_row(self.opts, self.ref_model, layer, self.log))
-            elif name not in known:
-                self.report.notes.append(f"{name}: not available in this xaicli build (skipped)")
-                continue
             else:
                 self.method_row(name)
             self.log(f"  {name}: {time.perf_counter() - t0:.0f}s")
@@ -316,7 +305,7 @@ class Suite:
 
     def method_row(self, name: str) -> None:
         opts = self.opts
-        options, target = COMPARISONS.get(name, ({}, None))
+        options, target = COMPARISONS[name]
         n = opts.images
         if name in HEAVY:
             n = opts.scorecam_images if name == "scorecam" else opts.heavy_images
@@ -333,7 +322,7 @@ class Suite:
         elif library is not None:
             ref = make_reference(name, self.ref_model, module, baseline=lo,
                                  stdev=0.15 * float((hi - lo).mean()),
-                                 internal_batch_size=options.get("internal_batch_size", 64),
+                                 chunk_size=options.get("chunk_size", 64),
                                  reduce=self._pixel_maps(explainer))
         # the slow rows warm up on one image: enough for lazy initialisation at a fraction of the cost
         warm_images = images[:1] if name in HEAVY else images
@@ -356,7 +345,8 @@ class Suite:
                      tb.rate if tb else None, ratio, f">= {target:g}x" if target else "",
                      (ratio >= target) if (target and ratio) else None, agreement,
                      "reference maps" if agreement is not None else "",
-                     note=f"layer {layer}" if layer else "",
+                     note="; ".join(filter(None, [f"layer {layer}" if layer else "",
+                                                  "" if library else "no reference library implements it"])),
                      seconds={"xaicli": ta.seconds, **({"reference": tb.seconds} if tb else {})}))
         if name == "scorecam":
             self.scorecam_max_n_row(ta, tb, images, batch, repeats)

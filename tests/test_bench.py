@@ -1,4 +1,5 @@
-"""The benchmark library (xaicli.bench): rows, agreement, report formats; tiny sizes, numbers not checked."""
+"""The benchmark harness (``benchmarks/`` in the checkout, outside the package): rows, agreement, report
+formats, the thin ``xaicli bench`` entry; tiny sizes, numbers not checked."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import json
 
 import pytest
 
-from xaicli.bench import BenchOptions, run_benchmark
-from xaicli.bench.references import PGC, reference_available
-from xaicli.bench.report import as_json, as_markdown, as_text
+from benchmarks import ALL_ROWS, BenchOptions, run_benchmark
+from benchmarks.references import IMPLEMENTED_BY, PGC, reference_available
+from benchmarks.report import as_json, as_markdown, as_text
+from benchmarks.rows import ALIGNMENT, EXTRA_ROWS, TARGETS
 from xaicli.errors import UsageError
+from xaicli.methods import available_methods, get_method, methods_where
 
 TINY = dict(size=64, batch=2, images=2, heavy_images=1, scorecam_images=1, repeats=1, heavy_repeats=1,
             e2e_images=0)
@@ -63,7 +66,7 @@ def test_end_to_end_row_runs_both_fresh_processes(tmp_path):
 
 
 def test_missing_reference_library_skips_its_rows_with_a_note(monkeypatch):
-    import xaicli.bench.suite as suite
+    import benchmarks.suite as suite
 
     monkeypatch.setattr(suite, "reference_available", lambda library: False)
     report = run_benchmark(BenchOptions(methods=["gradcam"], **TINY), log=lambda _line: None)
@@ -72,3 +75,44 @@ def test_missing_reference_library_skips_its_rows_with_a_note(monkeypatch):
     assert row.xaicli > 0
     assert any("pytorch-grad-cam" in n and "skipped" in n for n in report.notes)
     assert "not installed" in as_text(report)
+
+
+def test_every_registered_method_has_a_row():
+    methods = list(available_methods())
+    assert set(ALL_ROWS) >= set(methods) and ALL_ROWS == (*methods, *EXTRA_ROWS)
+    # the hand-written data only names registered methods, with options they declare
+    assert set(IMPLEMENTED_BY) | set(ALIGNMENT) | set(TARGETS) <= set(methods)
+    for name, options in ALIGNMENT.items():
+        assert set(options) <= set(get_method(name).options), name
+
+
+def test_heavy_rows_are_the_chunked_methods():
+    from benchmarks.suite import HEAVY
+
+    assert set(HEAVY) == set(methods_where(chunked=True))
+    assert set(HEAVY) >= {"scorecam", "integrated_gradients", "smoothgrad"}
+
+
+def test_method_without_a_reference_gets_an_xaicli_only_row(monkeypatch):
+    import benchmarks.suite as suite
+
+    name = next((m for m in available_methods() if m not in IMPLEMENTED_BY), None)  # negative_gradcam
+    if name is None:  # every method has a reference today: pretend Grad-CAM had none
+        name = "gradcam"
+        monkeypatch.setattr(suite, "reference_library", lambda _name: None)
+    report = run_benchmark(BenchOptions(methods=[name], **TINY), log=lambda _line: None)
+    (row,) = report.rows
+    assert row.xaicli > 0 and row.reference == "-" and row.reference_rate is None and row.ratio is None
+    assert row.agreement is None and row.met is None and "no reference library" in row.note
+
+
+def test_xaicli_bench_outside_a_checkout_exits_2_with_one_line(cli, monkeypatch, tmp_path):
+    import xaicli.cli.bench as entry
+
+    monkeypatch.setattr(entry, "benchmarks_folder", lambda: tmp_path / "benchmarks")  # as from a wheel
+    for args in ([], ["--help"], ["--quick", "-m", "gradcam"]):
+        res = cli("bench", *args)
+        assert res.exit_code == 2
+        lines = [ln for ln in (res.stderr or res.output).splitlines() if ln.strip()]
+        assert lines == [f"error: {entry.NOT_FOUND}"]
+        assert lines[0].startswith("error: xaicli bench runs from a source checkout (benchmarks/ not found")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xaicli.engine.distributed import DistEnv, distributed_env, merge_outputs, shard
+from xaicli.runs.distributed import DistEnv, distributed_env, merge_outputs, shard
 
 N_IMAGES = 8
 
@@ -73,12 +73,13 @@ def test_interrupted_run_resumes_from_merged_manifest_and_leftover_shards(tmp_pa
                                                                           eight_images):
     """What each rank does on a rerun (in one process here): rows in manifest.jsonl or any shard are done."""
     from xaicli.config import load_config
+    from xaicli.engine import Explainer
     from xaicli.engine.discover import discover_images
-    from xaicli.engine.run import run_explain
+    from xaicli.runs.explain import explain, explain_shard
 
     cfg = load_config(write_config(tmp_path, tiny_config))
     out = tmp_path / "out"
-    run_explain(cfg, [str(eight_images)], out)
+    explain(cfg, [str(eight_images)], out)
     rows = _rows(out)
     images = sorted({r["image"] for r in rows})
     missing, in_shard = images[:2], images[2]  # killed before the merge: one image only in a shard
@@ -90,8 +91,9 @@ def test_interrupted_run_resumes_from_merged_manifest_and_leftover_shards(tmp_pa
     for rank in range(2):
         done = [out / "manifest.jsonl", *[p for p in out.glob("manifest.rank*.jsonl")
                                           if p.name != f"manifest.rank{rank}.jsonl"]]
-        s = run_explain(cfg, [str(eight_images)], out, items=shard(items, rank, 2), done_manifests=done,
-                        manifest_name=f"manifest.rank{rank}.jsonl", run_json_name=f"run.rank{rank}.json")
+        s = explain_shard(cfg, Explainer(cfg), shard(items, rank, 2), [str(eight_images)], out,
+                          done_manifests=done, manifest_name=f"manifest.rank{rank}.jsonl",
+                          run_json_name=f"run.rank{rank}.json")
         assert s.images_explained == 1 and s.images_skipped == 3
     merged = merge_outputs(out, 2)
     assert merged.images_explained == 2 and merged.images_skipped == N_IMAGES - 2

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from xaicli.config import config_from_dict
-from xaicli.engine.run import run_explain
 from xaicli.methods import available_methods
+from xaicli.runs.explain import explain as run_explain
 
 
 def read_rows(outdir: Path) -> list[dict]:
@@ -326,7 +326,7 @@ def build():
 '''
 
 HOOK_MODULE = "xaicli_test_hook_models"
-CHEAP_OPTIONS = {"scorecam": {"max_n": 3, "batch_size": 8}, "integrated_gradients": {"steps": 4},
+CHEAP_OPTIONS = {"scorecam": {"max_n": 3, "chunk_size": 8}, "integrated_gradients": {"steps": 4},
                  "smoothgrad": {"samples": 3}}
 
 
@@ -344,7 +344,7 @@ def hook_models(tmp_path, tiny_cnn_factory_file, monkeypatch):
 def _all_methods_config(tiny_config: dict, factory: str) -> dict:
     tiny_config["model"]["factory"] = factory
     tiny_config["methods"] = [
-        {"name": name, "layers": ["net.features.1.conv", "net.features.0.relu"] if cls.requires_layer else [],
+        {"name": name, "layers": ["net.features.1.conv", "net.features.0.relu"] if cls.needs_layer else [],
          "options": CHEAP_OPTIONS.get(name, {})}
         for name, cls in available_methods().items()]
     return tiny_config
@@ -392,14 +392,15 @@ def test_hooks_removed_when_the_model_fails_mid_run(tmp_path, tiny_config, image
 
 
 def test_explainer_library_use_leaves_no_hooks(tiny_config, tmp_path, hook_models):
-    from xaicli.engine.run import Explainer
+    from xaicli.engine import Explainer
 
     tiny_config["model"]["factory"] = hook_models
     tiny_config["methods"] = [{"name": "gradcam", "layers": ["net.features.0.relu"]},
                               {"name": "guided_backprop"}]
     explainer = Explainer(config_from_dict(tiny_config, base_dir=tmp_path))
     images = torch.rand(3, 3, 16, 20)
-    targets, probs, maps, _ = explainer.explain_batch(images)
+    result = explainer.explain_batch(images)
+    targets, probs, maps = result.targets, result.probs, result.maps
     assert targets.shape == probs.shape == (3, 2)
     assert maps[("gradcam", "net.features.0.relu")].shape == (3, 2, 16, 20)
     assert maps[("guided_backprop", None)].shape == (3, 2, 16, 20)
@@ -408,3 +409,42 @@ def test_explainer_library_use_leaves_no_hooks(tiny_config, tmp_path, hook_model
         x = (images - 0.5) / 0.25
         expected = explainer.loaded.model(x).softmax(1).gather(1, targets)
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-5)
+
+
+# --- one model per command --------------------------------------------------------------------------------
+
+COUNTING_FACTORY = '''
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("_xaicli_counted_tiny", TINY_CNN_FILE)
+_tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tiny)
+
+
+def build():
+    log = Path(__file__).with_suffix(".count")
+    log.write_text(log.read_text() + "x" if log.exists() else "x")
+    return _tiny.build()
+'''
+
+
+def test_each_command_loads_the_model_once(cli, tmp_path, tiny_config, tiny_cnn_factory_file, write_config,
+                                           image_tree):
+    """explain (also resumed with figures, which re-explains skipped images) and sweep build one model."""
+    (tmp_path / "counted.py").write_text(COUNTING_FACTORY.replace("TINY_CNN_FILE",
+                                                                  repr(str(tiny_cnn_factory_file))))
+    tiny_config["model"]["factory"] = "counted.py:build"
+    tiny_config["figures"] = {"topk": True, "compare": True}
+    cfg = write_config(tmp_path, tiny_config)
+    count = tmp_path / "counted.count"
+    for args in (("explain", image_tree, "-o", tmp_path / "out"),
+                 ("explain", image_tree, "-o", tmp_path / "out"),  # resumed: figures recomputed in memory
+                 ("sweep", image_tree, "-o", tmp_path / "sweep", "--layers", "auto"),
+                 ("layers",)):
+        count.unlink(missing_ok=True)
+        res = cli(*args, "-c", cfg)
+        assert res.exit_code == 0, res
+        assert count.read_text() == "x", f"{args[0]} built the model {len(count.read_text())} times"
+    assert "re-explaining 3 resumed image(s)" in cli("explain", image_tree, "-o", tmp_path / "out", "-c",
+                                                     cfg).output

@@ -14,11 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from xaicli.cli.app import app
+from xaicli.engine import ExplainedBatch, Explanations, Slot
 from xaicli.engine.discover import InputImage
-from xaicli.engine.run import BatchResult
 from xaicli.outputs.manifest import read_manifest
 from xaicli.render import text as T
-from xaicli.render.collect import FigureCollector
 from xaicli.render.colormaps import lut
 from xaicli.render.figures import (
     FigureStyle,
@@ -30,6 +29,7 @@ from xaicli.render.figures import (
     sweep_grid,
     topk_grid,
 )
+from xaicli.runs.figures import FigureCollector
 
 H = W = 8
 JET = (lut("jet").numpy() * 255).round().astype(int)  # (256, 3)
@@ -204,6 +204,16 @@ def test_colorbar_runs_from_one_at_the_top_to_zero_at_the_bottom() -> None:
     assert x0 > fig.layout.grid_right  # beside the grid
 
 
+def test_png_bytes_are_the_figure(tmp_path: Path) -> None:
+    fig = render_grid([GridRow("r", [GridCell(solid(0.5), quadrant_map(0))])], title="p",
+                      style=FigureStyle(cell_size=32))
+    path = tmp_path / "fig.png"
+    path.write_bytes(fig.png_bytes())  # rendering writes no files: the caller stores the bytes
+    assert fig.png_bytes() == path.read_bytes()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and np.array_equal(np.asarray(im), np.asarray(fig.image))
+
+
 def test_no_colorbar_without_maps() -> None:
     fig = render_grid([GridRow("r", [GridCell(solid(0.5))])], title="c")
     assert fig.colorbars == [] and fig.legend == []
@@ -235,29 +245,30 @@ def test_fonts_scale_with_the_requested_size() -> None:
 # --- the collector ------------------------------------------------------------------------------------------
 
 
-def _batch(paths: list[str], classes: list[str], preds: list[int]) -> BatchResult:
+def _batch(paths: list[str], preds: list[int]) -> ExplainedBatch:
     b = len(paths)
     items = [InputImage(Path(p), PurePosixPath(p)) for p in paths]
-    return BatchResult(items, torch.rand(b, 1, H, W), torch.tensor(preds)[:, None], torch.full((b, 1), 0.5),
-                       {("gradcam", "l"): torch.rand(b, 1, H, W)}, ["top1"], classes)
+    result = Explanations(torch.tensor(preds)[:, None], torch.full((b, 1), 0.5),
+                          {("gradcam", "l"): torch.rand(b, 1, H, W)})
+    return ExplainedBatch(items, torch.rand(b, 1, H, W), result)
 
 
 def test_collector_keeps_the_first_n_per_class_whatever_the_arrival_order() -> None:
     classes = ["cat", "dog"]
     paths = [f"{'cat' if i % 2 else 'dog'}/img_{i:02d}.png" for i in range(20)]
     order = {Path(p): i for i, p in enumerate(paths)}
-    col = FigureCollector(3, order)
+    col = FigureCollector(3, [Slot("top", 1)], classes, order=order)
     for start in (15, 10, 5, 0):  # later images first, like a resumed run
         chunk = paths[start:start + 5]
-        col(_batch(chunk, classes, [0] * len(chunk)))
+        col(_batch(chunk, [0] * len(chunk)))
     assert {g: [s.index for s in ss] for g, ss in col.groups.items()} == {"dog": [0, 2, 4], "cat": [1, 3, 5]}
     assert all(s.label == s.group for ss in col.groups.values() for s in ss)
     assert sum(len(ss) for ss in col.groups.values()) == 6  # bounded: classes x per_class
 
 
 def test_collector_groups_unlabelled_images_by_prediction() -> None:
-    col = FigureCollector(2)
-    col(_batch(["a.png", "b.png", "c.png", "d.png"], ["cat", "dog"], [1, 1, 0, 1]))
+    col = FigureCollector(2, [Slot("top", 1)], ["cat", "dog"])
+    col(_batch(["a.png", "b.png", "c.png", "d.png"], [1, 1, 0, 1]))
     assert {g: [s.item.rel.name for s in ss] for g, ss in col.groups.items()} == {
         "dog": ["a.png", "b.png"], "cat": ["c.png"]}
     assert all(s.label is None for ss in col.groups.values() for s in ss)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from xaicli.methods import TopK, create_method
+from xaicli.methods import TopK, create_method, methods_where
 
 torch.manual_seed(0)
 
@@ -214,7 +214,7 @@ def test_inplace_relu_after_the_layer_does_not_corrupt_activations():
     torch.testing.assert_close(ours, expected.detach(), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gradcam", "gradcam_pp", "negative_gradcam", "scorecam"])
+@pytest.mark.parametrize("name", methods_where(family="cam"))
 def test_batch_of_n_equals_n_batches_of_one_and_layers_together_equal_apart(name):
     model = SmallCNN().eval()
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(7))
@@ -230,8 +230,8 @@ def test_batch_of_n_equals_n_batches_of_one_and_layers_together_equal_apart(name
 def test_scorecam_chunked_equals_unchunked_and_max_n_keeps_top_std_channels():
     model = SmallCNN().eval()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
-    full = create_method("scorecam", model, ["bn2"], {"batch_size": 1000}).explain(x, TopK(2)).maps["bn2"]
-    chunked = create_method("scorecam", model, ["bn2"], {"batch_size": 3}).explain(x, TopK(2)).maps["bn2"]
+    full = create_method("scorecam", model, ["bn2"], {"chunk_size": 1000}).explain(x, TopK(2)).maps["bn2"]
+    chunked = create_method("scorecam", model, ["bn2"], {"chunk_size": 3}).explain(x, TopK(2)).maps["bn2"]
     torch.testing.assert_close(full, chunked, atol=1e-5, rtol=1e-4)
     all_n = create_method("scorecam", model, ["bn2"], {"max_n": 8}).explain(x, TopK(2)).maps["bn2"]
     torch.testing.assert_close(full, all_n, atol=1e-5, rtol=1e-4)  # 8 channels: max_n 8 keeps all
@@ -250,7 +250,7 @@ class FailingHead(SmallCNN):
         raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize("name", ["gradcam", "gradcam_pp", "negative_gradcam", "scorecam"])
+@pytest.mark.parametrize("name", methods_where(family="cam"))
 def test_hooks_and_state_restored_after_success_and_error(name):
     x = torch.randn(2, 3, 16, 16)
     for model, fails in ((SmallCNN().train(), False), (FailingHead().train(), True)):

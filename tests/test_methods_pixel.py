@@ -16,15 +16,15 @@ from xaicli.errors import ConfigError
 from xaicli.methods.base import TopK
 from xaicli.methods.gradient._base import clip_percentile, gaussian_blur, reduce_channels
 from xaicli.methods.gradient._relu_rules import PATCHED_FUNCTIONS
-from xaicli.methods.registry import available_methods, create_method
+from xaicli.methods.registry import available_methods, create_method, methods_where
 
 RAW = {"normalise": False, "percentile_clip": 100.0}
-PIXEL = ("saliency", "guided_backprop", "deconvnet", "integrated_gradients", "smoothgrad", "guided_gradcam")
+PIXEL = methods_where(family="pixel")
 ORIGINAL_FUNCTIONS = {(owner, name): vars(owner).get(name) for owner, name in PATCHED_FUNCTIONS}
 FAST = {  # keep the expensive methods quick on 2 CPU cores
     "integrated_gradients": {"steps": 8},
     "smoothgrad": {"samples": 4},
-    "scorecam": {"batch_size": 16},
+    "scorecam": {"chunk_size": 16},
 }
 
 
@@ -139,20 +139,28 @@ HAND = {  # target -> method -> expected input gradient
 
 @pytest.mark.parametrize("relu", ["module", "module_inplace", "F.relu", "F.relu_inplace", "torch.relu_",
                                   "method"])
-@pytest.mark.parametrize("name", ["saliency", "guided_backprop", "deconvnet"])
+@pytest.mark.parametrize("name", ["saliency", *methods_where(relu_rules=True, needs_layer=False)])
 def test_relu_rules_by_hand(name: str, relu: str) -> None:
     model = TwoLayer(relu).eval()
     x = torch.tensor([[[[1.0, -2.0]]]])  # (1, 1, 1, 2)
-    raw = create_method(name, model, options=RAW).attribute(x, torch.tensor([[0, 1]]))
+    method = create_method(name, model, options=RAW)
+    raw = method.attribute(x, torch.tensor([[0, 1]]), method.make_call(functional_relu=True))
     got = raw.maps[None][0, :, 0, 0]  # (K, 2)
     torch.testing.assert_close(got, torch.tensor([HAND[0][name], HAND[1][name]]))
     torch.testing.assert_close(raw.logits, model(x))  # the rule leaves the forward pass alone
+    # without the opt-in, only ReLU modules follow the rule; functional ReLUs keep their gradient
+    plain = method.attribute(x, torch.tensor([[0, 1]])).maps[None][0, :, 0, 0]
+    expected = HAND if relu.startswith("module") else {k: HAND[k] | {name: HAND[k]["saliency"]} for k in HAND}
+    torch.testing.assert_close(plain, torch.tensor([expected[0][name], expected[1][name]]))
 
 
 def test_relu_rule_warns_when_model_has_no_relu() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.SiLU(), nn.Linear(3, 2)).eval()
-    with pytest.warns(UserWarning, match="found no ReLU"):
-        create_method("guided_backprop", model).explain(torch.randn(1, 1, 2, 2), TopK(1))
+    x = torch.randn(1, 1, 2, 2)
+    with pytest.warns(UserWarning, match="found no ReLU in this model"):
+        create_method("guided_backprop", model).explain(x, TopK(1), functional_relu=True)
+    with pytest.warns(UserWarning, match="found no nn.ReLU module .functional ReLUs need functional_relu"):
+        create_method("guided_backprop", model).explain(x, TopK(1))
 
 
 def test_ig_completeness_small_cnn() -> None:
@@ -167,9 +175,9 @@ def test_ig_completeness_small_cnn() -> None:
         for conv in (model.features[0], model.features[3], model.conv3):
             conv.weight.abs_()
     x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(4)) * 4 - 2  # in [-2, 2]
-    method = create_method("integrated_gradients", model, options={"steps": 256, "internal_batch_size": 256})
-    method.input_range = (torch.full((3,), -2.0), torch.full((3,), 2.0))  # black = -2 in every channel
-    out = method.explain(x, TopK(2))
+    method = create_method("integrated_gradients", model, options={"steps": 256, "chunk_size": 256})
+    black_is_minus_2 = (torch.full((3,), -2.0), torch.full((3,), 2.0))  # black = -2 in every channel
+    out = method.explain(x, TopK(2), input_range=black_is_minus_2)
     with torch.no_grad():
         gap = model(x).gather(1, out.targets) - model(torch.full_like(x, -2.0)).gather(1, out.targets)
     rel = out.extras["ig_delta"].abs() / gap.abs()
@@ -194,9 +202,8 @@ def test_ig_completeness_fashion_mnist() -> None:
         pytest.skip("sample images not present")
     arr = np.stack([np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255 for f in files])
     x = (torch.from_numpy(arr)[:, None] - mean) / std
-    method = create_method("integrated_gradients", model, options={"steps": 256, "internal_batch_size": 256})
-    method.input_range = ((0 - mean) / std, (1 - mean) / std)
-    out = method.explain(x, TopK(1))
+    method = create_method("integrated_gradients", model, options={"steps": 256, "chunk_size": 256})
+    out = method.explain(x, TopK(1), input_range=((0 - mean) / std, (1 - mean) / std))
     with torch.no_grad():
         black = ((0 - mean) / std).view(1, 1, 1, 1).expand_as(x)
         gap = model(x).gather(1, out.targets) - model(black).gather(1, out.targets)
@@ -206,15 +213,14 @@ def test_ig_completeness_fashion_mnist() -> None:
 def test_ig_baselines_follow_input_range() -> None:
     method = create_method("integrated_gradients", small_cnn(), options={"baseline": "black"})
     x = images(2)
-    torch.testing.assert_close(method.baseline(x), torch.zeros_like(x))  # input_range unset
+    torch.testing.assert_close(method.baseline(x), torch.zeros_like(x))  # input_range unknown
     lo, hi = torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([1.0, 2.0, 3.0])
-    method.input_range = (lo, hi)
-    torch.testing.assert_close(method.baseline(x), lo.view(1, 3, 1, 1).expand_as(x))
+    torch.testing.assert_close(method.baseline(x, (lo, hi)), lo.view(1, 3, 1, 1).expand_as(x))
     method.opts["baseline"] = "uniform"
-    u = method.baseline(x)
+    u = method.baseline(x, (lo, hi))
     assert ((u >= lo.view(1, 3, 1, 1)) & (u <= hi.view(1, 3, 1, 1))).all()
     torch.testing.assert_close(u[0], u[1])  # one seeded draw shared by the batch
-    torch.testing.assert_close(u, method.baseline(x))  # seeded
+    torch.testing.assert_close(u, method.baseline(x, (lo, hi)))  # seeded
     method.opts["baseline"] = "blur"
     blurred = method.baseline(x)
     torch.testing.assert_close(blurred.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.15, rtol=0)
@@ -225,7 +231,7 @@ def test_ig_baselines_follow_input_range() -> None:
 # --- SmoothGrad --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("base", ["saliency", "guided_backprop", "deconvnet", "integrated_gradients"])
+@pytest.mark.parametrize("base", methods_where(can_wrap=True))
 def test_smoothgrad_sigma_zero_equals_base(base: str) -> None:
     model, x = small_cnn(), images(2)
     base_options = {"steps": 6} if base == "integrated_gradients" else {}
@@ -246,9 +252,9 @@ def test_smoothgrad_noise_is_relative_to_input_range() -> None:
 
     x = torch.zeros(1, 2, 16, 16)
     method = create_method("smoothgrad", Square(), options={**RAW, "variant": "vargrad", "sigma": 0.1,
-                                                            "samples": 200, "internal_batch_size": 1000})
-    method.input_range = (torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 2.0]))  # spans 2 and 4
-    var = method.attribute(x, torch.tensor([[0]])).maps[None][0, 0].mean(dim=(1, 2))  # (C,)
+                                                            "samples": 200, "chunk_size": 1000})
+    call = method.make_call(input_range=(torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 2.0])))  # 2 and 4
+    var = method.attribute(x, torch.tensor([[0]]), call).maps[None][0, 0].mean(dim=(1, 2))  # (C,)
     torch.testing.assert_close(var, torch.tensor([4 * 0.2**2, 4 * 0.4**2]), rtol=0.05, atol=0)
 
 
@@ -262,8 +268,8 @@ def test_smoothgrad_noise_is_relative_to_input_range() -> None:
 ])
 def test_chunked_equals_unchunked(name: str, options: dict) -> None:
     model, x = small_cnn(), images(3)
-    whole = create_method(name, model, options={**options, "internal_batch_size": 1000}).attribute(x, TopK(2))
-    chunked = create_method(name, model, options={**options, "internal_batch_size": 3}).attribute(x, TopK(2))
+    whole = create_method(name, model, options={**options, "chunk_size": 1000}).attribute(x, TopK(2))
+    chunked = create_method(name, model, options={**options, "chunk_size": 3}).attribute(x, TopK(2))
     torch.testing.assert_close(chunked.maps[None], whole.maps[None], rtol=1e-4, atol=1e-6)
     for key, value in whole.extras.items():
         torch.testing.assert_close(chunked.extras[key], value, rtol=1e-4, atol=1e-5)
@@ -273,7 +279,7 @@ def test_chunked_equals_unchunked(name: str, options: dict) -> None:
 def test_batch_of_n_equals_n_batches_of_one(name: str) -> None:
     model, x = small_cnn(), images(3)
     layers = ["features.3"] if name == "guided_gradcam" else []
-    method = create_method(name, model, layers, options={**FAST.get(name, {}), "internal_batch_size": 5}
+    method = create_method(name, model, layers, options={**FAST.get(name, {}), "chunk_size": 5}
                            if name in ("integrated_gradients", "smoothgrad") else {})
     batch = method.explain(x, TopK(2))
     for i in range(3):
@@ -301,12 +307,12 @@ def test_reductions_and_clipping() -> None:
 def test_signed_maps_and_normalisation() -> None:
     model, x = small_cnn(), images(2)
     signed = create_method("integrated_gradients", model, options={"reduce": "sum", "steps": 4})
-    assert signed.signed()
+    assert signed.is_signed()
     maps = signed.explain(x, TopK(2)).maps[None]
     assert maps.min() < 0 < maps.max()
     torch.testing.assert_close(maps.flatten(2).abs().amax(-1), torch.ones(2, 2))
     unsigned = create_method("saliency", model, options={"percentile_clip": 90.0})
-    assert not unsigned.signed()
+    assert not unsigned.is_signed()
     maps = unsigned.explain(x, TopK(1)).maps[None]
     assert maps.min() == 0 and maps.max() == 1
     assert (maps == 1).sum() >= 0.1 * 144 * 2 - 2  # the top 10 % were clipped to the maximum
@@ -418,14 +424,14 @@ def test_mixed_training_modes_restored() -> None:
 def test_method_contract(name: str) -> None:
     model, x = small_cnn(), images(2)
     cls = available_methods()[name]
-    layers = ["features.3"] if cls.requires_layer else []
+    layers = ["features.3"] if cls.needs_layer else []
     method = create_method(name, model, layers, options=FAST.get(name, {}))
     out = method.explain(x, TopK(3))
     logits = model(x)
     assert torch.equal(out.targets, logits.topk(3, dim=1).indices)
     torch.testing.assert_close(out.logits, logits)
-    assert set(out.maps) == (set(layers) if cls.requires_layer else {None})
-    signed = method.signed()
+    assert set(out.maps) == (set(layers) if cls.needs_layer else {None})
+    signed = method.is_signed()
     for maps in out.maps.values():
         assert maps.shape == (2, 3, 12, 12)
         assert maps.dtype == torch.float32
@@ -438,10 +444,22 @@ def test_method_contract(name: str) -> None:
 @pytest.mark.parametrize("name", list(available_methods()))
 def test_methods_work_inside_no_grad(name: str) -> None:
     model, x = small_cnn(), images(2)
-    layers = ["features.3"] if available_methods()[name].requires_layer else []
+    layers = ["features.3"] if available_methods()[name].needs_layer else []
     method = create_method(name, model, layers, options=FAST.get(name, {}))
     reference = method.explain(x, TopK(2))
     with torch.no_grad():  # the engine may call methods from inside no_grad / inference code
         out = method.explain(x, TopK(2))
     for key, maps in reference.maps.items():
         torch.testing.assert_close(out.maps[key], maps)
+
+
+@pytest.mark.parametrize("name, old", [("integrated_gradients", "internal_batch_size"),
+                                       ("smoothgrad", "internal_batch_size"), ("scorecam", "batch_size")])
+def test_old_chunk_option_names_still_work_with_a_warning(name: str, old: str) -> None:
+    model = small_cnn()
+    layers = ["features.3"] if available_methods()[name].needs_layer else []
+    with pytest.warns(FutureWarning, match=f"{old}: option renamed to 'chunk_size'"):
+        method = create_method(name, model, layers, options={old: 7})
+    assert method.opts["chunk_size"] == 7 and old not in method.opts
+    with pytest.raises(ConfigError, match="old name of 'chunk_size'"):
+        create_method(name, model, layers, options={old: 7, "chunk_size": 8})

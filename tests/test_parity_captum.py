@@ -74,8 +74,8 @@ def pearson(ours: Tensor, theirs: Tensor) -> float:
 def ours(case: Case, name: str, layers: tuple[str, ...] = (), **options) -> Tensor:
     """Raw (B, C, H, W) attributions of the single target per image."""
     method = create_method(name, case.model, list(layers), options={**RAW, **options})
-    method.input_range = case.input_range
-    raw = method.attribute(case.x, case.targets[:, None])
+    raw = method.attribute(case.x, case.targets[:, None], method.make_call(input_range=case.input_range,
+                                                                           functional_relu=True))
     return raw.maps[layers[0] if layers else None][:, 0]
 
 
@@ -105,12 +105,12 @@ def test_integrated_gradients_parity(case: Case, quad: str, record_property) -> 
     steps = 8
     method = create_method("integrated_gradients", case.model,
                            options={**RAW, "steps": steps, "method": quad, "baseline": "black"})
-    method.input_range = case.input_range
-    raw = method.attribute(case.x, case.targets[:, None])
+    raw = method.attribute(case.x, case.targets[:, None], method.make_call(input_range=case.input_range,
+                                                                           functional_relu=True))
     mine, delta = raw.maps[None][:, 0], raw.extras["ig_delta"][:, 0]
     theirs, their_delta = captum_attr.IntegratedGradients(case.model).attribute(
-        case.x, baselines=method.baseline(case.x), target=case.targets, n_steps=steps, method=quad,
-        internal_batch_size=64, return_convergence_delta=True)
+        case.x, baselines=method.baseline(case.x, case.input_range), target=case.targets, n_steps=steps,
+        method=quad, internal_batch_size=64, return_convergence_delta=True)
     if quad == "riemann_trapezoid":
         mine = mine * (steps - 1) / steps  # Captum's trapezoid weights sum to (n - 1) / n
     else:

@@ -11,17 +11,18 @@ import torch
 from torch import nn
 
 from xaicli.config import config_from_dict
+from xaicli.engine import Explainer, explain_images
+from xaicli.engine.batching import MICRO_BATCH_PIXELS, Batching
 from xaicli.engine.compile import compile_around_hooks
 from xaicli.engine.fold import fold_batchnorms
-from xaicli.engine.microbatch import MICRO_BATCH_PIXELS, cap_inner_chunks, cpu_micro_batch
-from xaicli.engine.run import Explainer
-from xaicli.methods import TopK, create_method
+from xaicli.methods import TopK, create_method, get_method
 from xaicli.models.loader import load_model
 
 
 def _explainer(tiny_config: dict, methods: list[dict], **run) -> Explainer:
+    """An explainer prepared as the CLI prepares its own (batch norms folded)."""
     tiny_config = {**tiny_config, "methods": methods, "run": {**tiny_config["run"], **run}}
-    return Explainer(config_from_dict(tiny_config))
+    return Explainer(config_from_dict(tiny_config), fold_batchnorms=True, functional_relu=True)
 
 
 def test_prepared_model_gives_the_maps_of_a_plain_call(tiny_config):
@@ -31,7 +32,7 @@ def test_prepared_model_gives_the_maps_of_a_plain_call(tiny_config):
     assert explainer.channels_last and explainer.folded == ["features.0.bn"]
     assert isinstance(explainer.loaded.model.features[1].bn, nn.BatchNorm2d)
     images = torch.rand(3, 3, 16, 20, generator=torch.Generator().manual_seed(0))
-    _, _, maps, _ = explainer.explain_batch(images)
+    maps = explainer.explain_batch(images).maps
     plain = load_model(explainer.cfg).model  # a fresh, unprepared instance of the same model
     assert isinstance(plain.features[0].bn, nn.BatchNorm2d)
     x = (images - explainer.mean) / explainer.std
@@ -119,11 +120,11 @@ def test_compiled_run_keeps_hooks_working(tiny_config):
     pytest.importorskip("torch._inductor")
     methods = [{"name": "gradcam", "layers": ["features.1.conv"]}]
     images = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(0))
-    _, _, eager, _ = _explainer(tiny_config, methods).explain_batch(images)
+    eager = _explainer(tiny_config, methods).explain_batch(images).maps
     compiled = _explainer(tiny_config, methods, compile=True)
     assert "features.1.conv" not in compiled.compiled and compiled.compiled
     for _ in range(2):  # the second call runs the cached compiled code
-        _, _, maps, _ = compiled.explain_batch(images)
+        maps = compiled.explain_batch(images).maps
         key = ("gradcam", "features.1.conv")
         torch.testing.assert_close(maps[key], eager[key], atol=1e-4, rtol=0)
 
@@ -131,33 +132,32 @@ def test_compiled_run_keeps_hooks_working(tiny_config):
 def test_cpu_micro_batches_give_the_same_maps(tiny_config):
     methods = [{"name": "gradcam", "layers": ["features.1.conv"]},
                {"name": "integrated_gradients", "options": {"steps": 4}}]
-    whole = _explainer(tiny_config, methods)
-    split = _explainer(tiny_config, methods)
-    assert whole.micro_batch == MICRO_BATCH_PIXELS // (16 * 20)  # small inputs: batches are not split
-    split.micro_batch = 2
+    whole = _explainer(tiny_config, methods, batch_size=8)
+    split = _explainer(tiny_config, methods, batch_size=8)
+    assert whole.batching.micro_batch == MICRO_BATCH_PIXELS // (16 * 20)  # small inputs: not split
+    assert whole.batching.call_size == 8
+    split.batching.call_size = 2
     images = torch.rand(5, 3, 16, 20, generator=torch.Generator().manual_seed(0))
-    t1, p1, m1, e1 = whole.explain_batch(images)
-    t2, p2, m2, e2 = split.explain_batch(images)
-    assert torch.equal(t1, t2) and m1.keys() == m2.keys() and e1.keys() == e2.keys()
-    torch.testing.assert_close(p1, p2)
-    for k in m1:
-        torch.testing.assert_close(m1[k], m2[k], atol=1e-5, rtol=0)
-    assert cpu_micro_batch(torch.device("cpu"), (224, 224)) == max(16, torch.get_num_threads())
-    assert cpu_micro_batch(torch.device("cuda"), (224, 224)) is None
+    a, b = explain_images(whole, images), explain_images(split, images)
+    assert torch.equal(a.targets, b.targets) and a.maps.keys() == b.maps.keys()
+    assert a.extras.keys() == b.extras.keys()
+    torch.testing.assert_close(a.probs, b.probs)
+    for k in a.maps:
+        torch.testing.assert_close(a.maps[k], b.maps[k], atol=1e-5, rtol=0)
 
 
-def test_inner_chunks_are_capped_unless_configured():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 2))
-    given = [{}, {"internal_batch_size": 64},
-             {"base": "integrated_gradients", "base_options": {"internal_batch_size": 32}}]
-    methods = [create_method("scorecam", model, ["0"], given[0]),
-               create_method("integrated_gradients", model, options=given[1]),
-               create_method("smoothgrad", model, options=given[2])]
-    changed = cap_inner_chunks(methods, given, 16)
-    assert changed == {"scorecam.batch_size": 16, "smoothgrad.internal_batch_size": 16}
-    assert methods[0].opts["batch_size"] == 16 and methods[1].opts["internal_batch_size"] == 64
-    assert methods[2].base.opts["internal_batch_size"] == 32
+def test_chunk_sizes_are_capped_on_the_cpu_unless_configured():
+    methods = [("scorecam", get_method("scorecam"), None), ("integrated_gradients",
+               get_method("integrated_gradients"), 64), ("smoothgrad", get_method("smoothgrad"), None),
+               ("gradcam", get_method("gradcam"), None)]
+    cpu = Batching.plan(64, torch.device("cpu"), (224, 224), methods)
+    micro = max(16, torch.get_num_threads())
+    assert cpu.call_size == micro == cpu.micro_batch and cpu.batch_size == 64
+    assert cpu.chunk_sizes == {"scorecam": micro, "integrated_gradients": 64, "smoothgrad": micro}
+    assert cpu.capped == {"scorecam": micro, "smoothgrad": micro}
+    cuda = Batching.plan(64, torch.device("cuda"), (224, 224), methods)  # nothing is split on a GPU
+    assert cuda.call_size == 64 and cuda.micro_batch is None
+    assert cuda.chunk_sizes == {"scorecam": 128, "integrated_gradients": 64, "smoothgrad": 64}
 
 
 def test_a_later_explainer_hooking_a_folded_conv_gets_it_unfolded(tiny_config):
@@ -165,11 +165,11 @@ def test_a_later_explainer_hooking_a_folded_conv_gets_it_unfolded(tiny_config):
     first = _explainer(tiny_config, [{"name": "gradcam", "layers": ["features.1.conv"]}])
     assert first.folded == ["features.0.bn"]
     cfg = config_from_dict({**tiny_config, "methods": [{"name": "gradcam", "layers": ["features.0.conv"]}]})
-    second = Explainer(cfg, loaded=first.loaded)
+    second = Explainer(cfg, loaded=first.loaded, fold_batchnorms=True)
     assert isinstance(second.loaded.model.features[0].bn, nn.BatchNorm2d)  # unfolded for the hook
     assert second.folded == ["features.1.bn"]
     images = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(0))
-    _, _, maps, _ = second.explain_batch(images)
+    maps = second.explain_batch(images).maps
     plain = load_model(cfg).model
     x = (images - second.mean) / second.std
     ref = create_method("gradcam", plain, ["features.0.conv"]).explain(x, TopK(2)).maps["features.0.conv"]

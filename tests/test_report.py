@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 
 from xaicli.cli.app import app
 from xaicli.outputs.manifest import read_manifest
-from xaicli.render.report import collect_report_data, write_report
+from xaicli.outputs.report_data import collect_report_data
+from xaicli.render.report import report_page
+from xaicli.runs.report import write_report
 
 ODD_FOLDER = "odd #1 name"  # no class name: grouped by prediction; '#' and ' ' must survive in URLs
 
@@ -71,6 +73,15 @@ def test_data_cannot_break_out_of_its_script_block(tmp_path: Path) -> None:
     (tmp_path / "manifest.jsonl").write_text(json.dumps(row) + "\n")
     page = write_report(tmp_path).read_text(encoding="utf-8")
     assert page.count("</script>") == 2 and "<!--c" not in page
+
+
+def test_page_is_a_pure_function_of_data_and_title() -> None:
+    data = {"fields": ["image"], "figures": [], "rows": [["a @@TITLE@@.png"]], "failures": [], "info": {}}
+    page = report_page(data, "<b> & @@CSS@@")
+    assert page == report_page(data, "<b> & @@CSS@@")
+    assert page.count("<title>&lt;b&gt; &amp; @@CSS@@</title>") == 1  # escaped, placeholders not expanded
+    assert page.count("@@CSS@@") == 2 and page.count("@@TITLE@@") == 1  # title, h1; the data row
+    assert "th.sorted-asc::after" in page and "function fillSelects()" in page  # CSS and JS from the assets
 
 
 # --- in a browser -----------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ from xaicli.errors import ConfigError, UsageError, format_choices, not_allowed
 
 Source = Literal["builtin", "torchvision", "torchscript", "python"]
 
+#: Colormaps ``output.colormap`` accepts. The schema owns the names so that validating a config needs
+#: neither torch nor the renderer; ``xaicli.render.colormaps`` holds a table for each (a test checks).
+COLORMAP_NAMES: tuple[str, ...] = ("jet", "viridis", "inferno", "magma", "gray", "hot", "coolwarm", "bwr")
+
 
 @dataclass
 class ModelConfig:
@@ -66,7 +70,7 @@ class OutputConfig:
 
 @dataclass
 class FiguresConfig:
-    """Figures and the HTML report (see ``xaicli.render.build``, ``xaicli.render.sweep``).
+    """Figures and the HTML report (see ``xaicli.runs.figures``, ``xaicli.runs.sweep``).
 
     topk: write ``figures/topk/<class>.png`` (originals, then one overlay row per target rank);
     images_per_class: images (columns) per class figure, the first ones in discovery order;
@@ -230,11 +234,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError("output.alpha", f"must be between 0 and 1, got {o.alpha}")
     if o.overlay_scale < 1:
         raise ConfigError("output.overlay_scale", "must be >= 1")
-    from xaicli.render.colormaps import COLORMAPS
-
-    if o.colormap not in COLORMAPS:
+    if o.colormap not in COLORMAP_NAMES:
         raise ConfigError("output.colormap", f"unknown colormap {o.colormap!r}; "
-                          + format_choices(o.colormap, COLORMAPS))
+                          + format_choices(o.colormap, COLORMAP_NAMES))
     r = cfg.run
     if r.batch_size < 1:
         raise ConfigError("run.batch_size", f"must be >= 1, got {r.batch_size}")
@@ -246,6 +248,30 @@ def _check(cfg: Config) -> None:
         raise ConfigError("figures.images_per_class", "must be >= 1")
     if not 16 <= cfg.figures.cell_size <= 1024:
         raise ConfigError("figures.cell_size", f"must be 16..1024 pixels, got {cfg.figures.cell_size}")
+
+
+def apply_overrides(cfg: Config, *, methods: list[str] | None = None, layers: list[str] | None = None,
+                    topk: int | None = None, device: str | None = None,
+                    batch_size: int | None = None) -> None:
+    """Command-line choices replace the config's.
+
+    ``--method``: a method named on the command line keeps the layers and options the config gives it,
+    if any. ``--layer``: replaces every method's layers. ``--topk``: replaces fixed ``targets.classes``.
+    """
+    if methods:
+        by_name = {m.name: m for m in cfg.methods}
+        cfg.methods = [MethodConfig(name=n, layers=list(by_name[n].layers) if n in by_name else [],
+                                    options=dict(by_name[n].options) if n in by_name else {})
+                       for n in methods]
+    if layers:
+        for m in cfg.methods:
+            m.layers = list(layers)
+    if topk is not None:
+        cfg.targets.topk, cfg.targets.classes = topk, None
+    if device is not None:
+        cfg.run.device = device
+    if batch_size is not None:
+        cfg.run.batch_size = batch_size
 
 
 def config_from_dict(data: dict[str, Any] | None, base_dir: Path = Path(".")) -> Config:

@@ -15,7 +15,7 @@ def methods_table() -> str:
     header = "| method | family | what it shows | paper | options (default) |"
     lines = [BEGIN, header, "|---|---|---|---|---|"]
     for name, cls in available_methods().items():
-        family = cls.family + (", needs `layers`" if cls.requires_layer else "")
+        family = cls.family + (", needs `layers`" if cls.needs_layer else "")
         opts = "<br>".join(f"`{k}`={o.default!r}: {o.help}" for k, o in cls.options.items()) or "-"
         lines.append(f"| `{name}` | {family} | {cls.summary} | {cls.paper} | {opts.replace('|', '/')} |")
     lines.append(END)

@@ -1,13 +1,27 @@
-"""Typed errors. The CLI maps each family to an exit code, so no error is ever swallowed or guessed at.
+"""Typed errors and the exit codes they map to, so no error is ever swallowed or guessed at.
 
-* :class:`UsageError` and its subclasses -> exit code 2 (nothing was run).
-* Per-image failures are not exceptions that escape a run: they are recorded (summary + manifest).
+* :class:`UsageError` and its subclasses -> :attr:`ExitCode.USAGE` (nothing was run).
+* Per-image failures are not exceptions that escape a run: they are recorded (summary + manifest) and
+  give :attr:`ExitCode.INPUTS_UNREADABLE`.
+* Anything else that escapes a command is a failed run, :attr:`ExitCode.RUN_FAILED`; the CLI's one error
+  mapper (``xaicli.cli.errors``) prints one line and keeps the traceback in a log file.
 """
 
 from __future__ import annotations
 
 import difflib
+import enum
 from collections.abc import Iterable
+
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of every command: a contract with the scripts and CI jobs that call xaicli."""
+
+    OK = 0
+    INPUTS_UNREADABLE = 1  # some inputs could not be read; each is listed, all others were done
+    USAGE = 2  # usage or config error; nothing was run
+    GATE_FAILED = 3  # a quality gate (``evaluate`` / ``diff``) failed
+    RUN_FAILED = 4  # the run itself failed (an unexpected error); see the error log
 
 
 def close_matches(word: str, choices: Iterable[str], n: int = 5) -> list[str]:

@@ -1,20 +1,21 @@
-"""The ``xaicli`` command line. Each command parses, calls one library function, and maps errors:
-exit 0 = all images explained, 1 = some inputs failed (each reported, the rest done), 2 = usage or
-config error (nothing run)."""
+"""The ``xaicli`` command line. Each command parses, calls one use case of :mod:`xaicli.runs`, and lets
+:func:`xaicli.cli.errors.mapped_errors` map what escapes to an exit code (:class:`xaicli.errors.ExitCode`:
+0 ok, 1 some inputs unreadable, 2 usage or config error, 3 a gate failed, 4 the run failed). Nothing here
+imports torch at module level, so ``--help`` answers instantly."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from xaicli import __version__
 from xaicli.cli import bench as bench_command
 from xaicli.cli import sweep as sweep_command
-from xaicli.cli.options import ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
+from xaicli.cli.errors import DebugOpt, mapped_errors
+from xaicli.cli.options import EXIT_CODES_HELP, ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
 
 app = typer.Typer(
     name="xaicli",
@@ -26,9 +27,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
 )
-
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
-
 
 def _version(value: bool) -> None:
     if value:
@@ -44,19 +42,10 @@ def _root(
     """Batch saliency maps for PyTorch image classifiers."""
 
 
-def _fail(message: str) -> NoReturn:
-    message = "; ".join(ln.strip() for ln in str(message).splitlines() if ln.strip())  # always one line
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(EXIT_USAGE)
-
-
-
 @app.command(epilog="Examples:\n\n"
              "  xaicli explain sample_images -c configs/fashion_mnist.yaml -o out\n\n"
              "  xaicli explain photos/ cat.jpg -c my.yaml -o out -m gradcam -m scorecam -l layer4 -k 3\n\n"
-             "  xaicli explain imgs -c my.yaml -o out --quiet --json > summary.json\n\n"
-             "Exit codes: 0 all images explained; 1 some inputs failed (listed, the rest done); "
-             "2 usage or config error.")
+             "  xaicli explain imgs -c my.yaml -o out --quiet --json > summary.json\n\n" + EXIT_CODES_HELP)
 def explain(
     inputs: InputsArg,
     outdir: OutdirOpt,
@@ -81,58 +70,24 @@ def explain(
     figures: Annotated[bool, typer.Option("--figures", help="Also write per-class top-k figures "
                                           "(OUTDIR/figures/topk/<class>.png), as `figures: {topk: true}`.")
                        ] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Explain images with the configured methods; write overlays, maps, manifest.jsonl and run.json."""
-    from xaicli.errors import UsageError
-
-    try:
-        from xaicli.config import load_config
+    with mapped_errors(outdir, debug):
+        from xaicli.config import apply_overrides, load_config
 
         cfg = load_config(config)  # before any torch import: config errors answer instantly
-        from xaicli.engine.plan import apply_overrides
-
-        apply_overrides(cfg, method, layer)
-        if topk is not None:
-            cfg.targets.topk, cfg.targets.classes = topk, None
-        if device is not None:
-            cfg.run.device = device
-        if batch_size is not None:
-            cfg.run.batch_size = batch_size
+        apply_overrides(cfg, methods=method, layers=layer, topk=topk, device=device, batch_size=batch_size)
         if figures:
             cfg.figures.topk = True
         from xaicli.cli.progress import make_progress
-        from xaicli.engine.distributed import distributed_env
+        from xaicli.runs.explain import run_explain
 
-        if (dist_env := distributed_env()) is not None:  # launched by torchrun with several processes
-            _explain_ranks(cfg, inputs, outdir, dist_env, overwrite, quiet, json_out)
-        from xaicli.render.build import explain_with_figures
-
-        summary = explain_with_figures(cfg, [str(p) for p in inputs], outdir, overwrite=overwrite,
-                                       progress=make_progress(quiet or json_out))
-    except UsageError as err:
-        _fail(str(err))
-    _report(summary, quiet, json_out)
-    raise typer.Exit(summary.exit_code)
-
-
-def _explain_ranks(cfg, inputs: list[Path], outdir: Path, env, overwrite: bool, quiet: bool,
-                   json_out: bool) -> NoReturn:
-    """One rank of a torchrun launch (see xaicli.engine.distributed): rank 0 reports, all exit alike."""
-    from xaicli.cli.progress import make_progress
-    from xaicli.engine.distributed import explain_distributed
-
-    summary, code = explain_distributed(cfg, [str(p) for p in inputs], outdir, env, overwrite=overwrite,
-                                        progress=make_progress(quiet or json_out or env.rank != 0))
-    if summary is not None:
-        if cfg.figures.topk or cfg.figures.compare:
-            print("figures are not built by a multi-process run: run the same `xaicli explain` once more "
-                  "in one process, it resumes over every explanation and builds them", file=sys.stderr)
-        if cfg.figures.html:
-            from xaicli.render.report import write_report
-
-            write_report(outdir)
+        summary, code = run_explain(cfg, [str(p) for p in inputs], outdir, overwrite=overwrite,
+                                    progress=make_progress(quiet or json_out))
+    if summary is not None:  # None on the other ranks of a torchrun launch: rank 0 reports
         _report(summary, quiet, json_out)
-    raise typer.Exit(code)
+    raise typer.Exit(int(code))
 
 
 def _report(summary, quiet: bool, json_out: bool) -> None:
@@ -155,28 +110,18 @@ def _report(summary, quiet: bool, json_out: bool) -> None:
 def layers(
     config: ConfigOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """List the model's modules with their output shapes, to pick layers for the CAM methods."""
-    from xaicli.errors import UsageError
-
-    try:
+    with mapped_errors(None, debug):
         from xaicli.config import load_config
-        from xaicli.models.layers import default_layer, describe_layers
-        from xaicli.models.loader import load_model
+        from xaicli.runs.layers import list_layers
 
-        cfg = load_config(config)
-        loaded = load_model(cfg)
-        shape = loaded.input_shape
-        infos = describe_layers(loaded.model, shape)
-        default = loaded.default_layer or default_layer(loaded.model, shape)
-    except UsageError as err:
-        _fail(str(err))
+        listing = list_layers(load_config(config))
     if json_out:
-        rows = [{"name": i.name, "type": i.type, "output_shape": list(i.shape) if i.shape else None}
-                for i in infos]
-        typer.echo(json.dumps({"input_shape": list(shape), "default_layer": default, "layers": rows},
-                              indent=2))
+        typer.echo(json.dumps(listing.to_dict(), indent=2))
         return
+    shape, default, infos = listing.input_shape, listing.default_layer, listing.layers
     from rich.console import Console
     from rich.table import Table
 
@@ -196,16 +141,11 @@ def methods(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the attribution methods, their papers and options."""
-    from xaicli.methods import available_methods
+    from xaicli.runs.methods import method_catalog
 
-    found = available_methods()
+    found = method_catalog()
     if json_out:
-        typer.echo(json.dumps({n: {"family": c.family, "summary": c.summary, "paper": c.paper,
-                                   "needs_layer": c.requires_layer,
-                                   "options": {k: {"default": o.default, "help": o.help,
-                                                   "choices": list(o.choices) if o.choices else None}
-                                               for k, o in c.options.items()}}
-                               for n, c in found.items()}, indent=2, default=str))
+        typer.echo(json.dumps(found, indent=2, default=str))
         return
     from rich.console import Console
     from rich.table import Table
@@ -213,10 +153,10 @@ def methods(
     table = Table(title="attribution methods", show_lines=True)
     for col in ("name", "family", "what it shows", "options (default)"):
         table.add_column(col, overflow="fold")
-    for name, cls in found.items():
-        opts = "\n".join(f"{k}={o.default!r}: {o.help}" for k, o in cls.options.items()) or "-"
-        table.add_row(name, cls.family + (" (layer)" if cls.requires_layer else ""),
-                      f"{cls.summary}\n[dim]{cls.paper}[/dim]", opts)
+    for name, m in found.items():
+        opts = "\n".join(f"{k}={o['default']!r}: {o['help']}" for k, o in m["options"].items()) or "-"
+        table.add_row(name, m["family"] + (" (layer)" if m["needs_layer"] else ""),
+                      f"{m['summary']}\n[dim]{m['paper']}[/dim]", opts)
     Console(width=max(120, Console().width)).print(table)
 
 

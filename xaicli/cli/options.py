@@ -19,3 +19,7 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda
                                                show_default=False)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+
+EXIT_CODES_HELP = ("Exit codes: 0 all images done; 1 some inputs could not be read (listed, the rest done); "
+                   "2 usage or config error (nothing run); 4 the run failed (one line on stderr, the "
+                   "traceback in OUTDIR/xaicli-error.log; --debug prints it).")

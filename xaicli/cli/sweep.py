@@ -1,7 +1,7 @@
-"""``xaicli sweep``: one CAM method at many layers, as figures (see :mod:`xaicli.render.sweep`).
+"""``xaicli sweep``: one CAM method at many layers, as figures (see :mod:`xaicli.runs.sweep`).
 
-Thin: parse, call :func:`xaicli.render.sweep.run_sweep`, map errors to exit codes (0 done, 1 some
-inputs failed, 2 usage or config error). No torch import at module level, so ``--help`` is instant.
+Thin: parse, call :func:`xaicli.runs.sweep.run_sweep`, let :mod:`xaicli.cli.errors` map errors to exit
+codes. No torch import at module level, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from xaicli.cli.options import ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
+from xaicli.cli.errors import DebugOpt, mapped_errors
+from xaicli.cli.options import EXIT_CODES_HELP, ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
 
 EPILOG = ("Examples:\n\n"
           "  xaicli sweep sample_images -c configs/fashion_mnist.yaml -o out --layers auto\n\n"
@@ -20,7 +21,7 @@ EPILOG = ("Examples:\n\n"
           "--layers auto picks, for every feature block, the map before the activation (conv/BN output) and "
           "after it, in forward order (on the bundled model: features.{0,1,2}.bn and .relu).\n\n"
           "Writes OUTDIR/sweep/<class>.png (rows = layers, columns = images), OUTDIR/sweep/summary.png and "
-          "OUTDIR/index.html. Exit codes: 0 done; 1 some inputs failed; 2 usage or config error.")
+          "OUTDIR/index.html. " + EXIT_CODES_HELP)
 
 
 def sweep(
@@ -38,23 +39,18 @@ def sweep(
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Explain the same images at many layers; write one layer-sweep figure per class."""
-    from xaicli.errors import UsageError
-
-    try:
+    with mapped_errors(outdir, debug):
         from xaicli.cli.progress import make_progress
-        from xaicli.config import load_config
-        from xaicli.render.sweep import run_sweep
+        from xaicli.config import apply_overrides, load_config
+        from xaicli.runs.sweep import run_sweep
 
         cfg = load_config(config)
-        if device is not None:
-            cfg.run.device = device
+        apply_overrides(cfg, device=device)
         summary = run_sweep(cfg, [str(p) for p in inputs], outdir, layers=layers, method=method,
                             images_per_class=images_per_class, progress=make_progress(quiet or json_out))
-    except UsageError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -65,7 +61,7 @@ def sweep(
                   f"({', '.join(c.name for c in summary.layers)}); {len(summary.figures)} figure(s) in "
                   f"{outdir / 'sweep'} in {summary.seconds:.1f}s"
                   + (f"; report: {summary.report}" if summary.report else ""), file=sys.stderr)
-    raise typer.Exit(summary.exit_code)
+    raise typer.Exit(int(summary.exit_code))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,1 +1,20 @@
-"""Run engine: decoding inputs, running methods over batches, recording per-image results."""
+"""The engine: a model prepared once (:class:`Explainer`) and the one loop that streams images through it.
+
+Library use, on tensors::
+
+    from xaicli.config import config_from_dict
+    from xaicli.engine import Explainer, explain_images
+
+    explainer = Explainer(config_from_dict({"methods": [{"name": "gradcam"}], "targets": {"topk": 3}}))
+    result = explain_images(explainer, images)   # images: (B, C, H, W) in [0, 1], any B
+    result.maps[("gradcam", "features.1.bn")]    # (B, 3, H, W)
+
+The engine imports nothing above it (no files, no rendering): what to do with results is the business
+of the use cases in :mod:`xaicli.runs`.
+"""
+
+from xaicli.engine.explainer import Explainer
+from xaicli.engine.results import ExplainedBatch, Explanations, MapKey, Slot
+from xaicli.engine.stream import explain_images, explain_items
+
+__all__ = ["Explainer", "ExplainedBatch", "Explanations", "MapKey", "Slot", "explain_images", "explain_items"]

@@ -7,8 +7,9 @@ backward rules swapped in at run time (guided backprop, deconvnet). So xaicli co
 ancestors: for ResNet-18 explained at ``layer4``, ``conv1``, ``bn1``, ..., ``layer3``, ``avgpool``, ``fc``
 and the blocks inside ``layer4``. The hooked layers and their ancestors run eagerly (they only call
 their compiled children), so hooks fire as usual and the maps are the same up to floating-point
-rounding. Methods that swap ReLU rules disable compilation (with a note). The first batches of each
-new shape pay the compile time, so it pays off on long runs on a GPU; it is never required.
+rounding. Methods that swap ReLU rules (``Method.swaps_relu_rules``) disable compilation (with a
+note). The first batches of each new shape pay the compile time, so it pays off on long runs on a GPU;
+it is never required.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from torch import nn
-
-#: Methods that replace ReLU backward rules while they run (incompatible with compiled submodules).
-RELU_RULE_METHODS = frozenset({"guided_backprop", "deconvnet", "guided_gradcam"})
 
 
 def compile_around_hooks(model: nn.Module, hooked: Iterable[str], **compile_kwargs) -> list[str]:
@@ -35,13 +33,3 @@ def compile_around_hooks(model: nn.Module, hooked: Iterable[str], **compile_kwar
         module.compile(**compile_kwargs)
         compiled.append(name)
     return compiled
-
-
-def rule_methods(methods: Iterable) -> list[str]:
-    """Names of the planned methods (or SmoothGrad bases) that swap ReLU rules."""
-    found = []
-    for pm in methods:
-        base = getattr(pm.method, "opts", {}).get("base") if pm.name == "smoothgrad" else None
-        if pm.name in RELU_RULE_METHODS or base in RELU_RULE_METHODS:
-            found.append(pm.name)
-    return found

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from xaicli.errors import UsageError
+from xaicli.naming import safe_name
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -22,6 +23,15 @@ class InputImage:
     def folder_label(self) -> str | None:
         """The immediate parent folder name inside the input tree (the class, for ImageFolder layouts)."""
         return self.rel.parent.name or None
+
+
+def true_label(item: InputImage, classes: list[str]) -> str | None:
+    """The true class when the image sits in a folder named after one (ImageFolder layout), exactly or as
+    its file-safe form ('T-shirt_top' for 'T-shirt/top')."""
+    folder = item.folder_label
+    if folder is None:
+        return None
+    return next((c for c in classes if folder in (c, safe_name(c))), None)
 
 
 def discover_images(inputs: Sequence[str | os.PathLike]) -> list[InputImage]:

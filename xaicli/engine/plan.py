@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from xaicli.config import Config, MethodConfig
+from xaicli.config import Config
+from xaicli.engine.results import Slot
 from xaicli.errors import ConfigError, UnknownNameError
 from xaicli.methods import Method, TopK, create_method, get_method
 from xaicli.methods.base import TargetSpec
-from xaicli.methods.hooks import find_module
-from xaicli.models.layers import default_layer, describe_layers
+from xaicli.models.layers import default_layer, describe_layers, find_module
 from xaicli.models.loader import LoadedModel
 
 
@@ -31,7 +31,7 @@ def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
         key = f"methods[{i}]"
         cls = get_method(mc.name, key=f"{key}.name")
         layers = list(mc.layers)
-        if cls.requires_layer and not layers:
+        if cls.needs_layer and not layers:
             layer = loaded.default_layer or default_layer(loaded.model, loaded.input_shape)
             if layer is None:
                 raise ConfigError(f"{key}.layers", f"{mc.name} needs a layer and none could be chosen "
@@ -39,10 +39,10 @@ def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
             layers = [layer]
         for j, layer in enumerate(layers):
             find_module(loaded.model, layer, key=f"{key}.layers[{j}]")
-        if cls.requires_layer:
+        if cls.needs_layer:
             _check_feature_maps(loaded, layers, key)
         method = create_method(mc.name, loaded.model, layers, mc.options, key=key)
-        planned.append(PlannedMethod(mc.name, method, list(layers) if cls.requires_layer else [None],
+        planned.append(PlannedMethod(mc.name, method, list(layers) if cls.needs_layer else [None],
                                      method.opts))
     return planned
 
@@ -64,27 +64,12 @@ def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str) -> Non
                               "(C, H, W) feature map; pick a convolutional layer (`xaicli layers -c CONFIG`)")
 
 
-def apply_overrides(cfg: Config, methods: list[str] | None, layers: list[str] | None) -> None:
-    """``--method`` / ``--layer`` from the command line replace the config's choices.
-
-    A method named on the command line keeps the layers and options the config gives it, if any.
-    """
-    if methods:
-        by_name = {m.name: m for m in cfg.methods}
-        cfg.methods = [MethodConfig(name=n, layers=list(by_name[n].layers) if n in by_name else [],
-                                    options=dict(by_name[n].options) if n in by_name else {})
-                       for n in methods]
-    if layers:
-        for m in cfg.methods:
-            m.layers = list(layers)
-
-
-def plan_targets(cfg: Config, classes: list[str]) -> tuple[TargetSpec, list[str]]:
-    """The target spec and the slot names ('top1'... or 'class7'...) each image gets."""
+def plan_targets(cfg: Config, classes: list[str]) -> tuple[TargetSpec, list[Slot]]:
+    """The target spec and the slots (top-1... or fixed classes) each image gets."""
     t = cfg.targets
     if t.classes is None:
         k = min(t.topk or 1, len(classes))
-        return TopK(k), [f"top{r}" for r in range(1, k + 1)]
+        return TopK(k), [Slot("top", r) for r in range(1, k + 1)]
     idx = []
     for i, c in enumerate(t.classes):
         key = f"targets.classes[{i}]"
@@ -96,4 +81,4 @@ def plan_targets(cfg: Config, classes: list[str]) -> tuple[TargetSpec, list[str]
             idx.append(classes.index(c))
         else:
             raise UnknownNameError("class", c, classes, key=key)
-    return torch.tensor(idx, dtype=torch.long)[None], [f"class{c}" for c in idx]
+    return torch.tensor(idx, dtype=torch.long)[None], [Slot("class", c) for c in idx]

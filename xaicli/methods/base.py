@@ -7,10 +7,17 @@ Shapes used throughout (``B`` images, ``K`` targets per image, ``C`` channels, `
     maps     (B, K, H, W)  float32, one map per image x target, at model-input size
 
 Methods never move data off the device and never convert to NumPy: rendering does that once.
+
+What a method *is* (its capabilities) is declared as class attributes, so that every list elsewhere -
+the config checks, SmoothGrad's possible bases, the ``torch.compile`` block-list, the benchmark rows,
+the test parameters - is derived from the registry instead of being written by hand. How one call is
+*run* (how many model inputs per forward pass, the valid input range, whether functional ReLUs may be
+patched) is not a method option but an argument of :meth:`Method.explain`, owned by whoever calls it.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from xaicli.errors import ConfigError, format_choices, not_allowed
+
+InputRange = tuple[Tensor, Tensor]
+"""Per-channel (C,) values of raw pixel 0 and raw pixel 1 after the model's normalisation."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,11 @@ class Option:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    kind: type | None = None  # the value's type when the default is None (None: anything goes)
 
     def validate(self, key: str, value: Any) -> Any:
-        kind = type(self.default)
-        if self.default is None:
+        kind = self.kind if self.default is None else type(self.default)
+        if kind is None or value is None:
             return value
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -94,6 +105,31 @@ class Explanation:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
+CHUNK_OPTION = Option(None, "model inputs per forward pass inside one image's computation (masked copies, "
+                      "path points, noisy copies x images); default: chosen by the engine (cache-sized on "
+                      "the CPU) and halved automatically after an out-of-memory error", minimum=1, kind=int)
+"""The one option name of an inner chunk, declared by every method with ``chunked = True``."""
+
+RENAMED_OPTIONS: Mapping[str, str] = {"batch_size": "chunk_size", "internal_batch_size": "chunk_size"}
+"""Option names of earlier versions, still read (with a warning) so old configs keep working."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """How one :meth:`Method.explain` call runs; set by the caller (the engine), never by a config.
+
+    ``chunk_size``: model inputs per forward pass for methods with an inner chunk (results do not depend
+    on it: every chunked method is exact). ``input_range``: see :data:`InputRange`; ``None`` means
+    unknown (black is then the all-zero input and ranges are taken from each image). ``functional_relu``:
+    the ReLU-rule methods also patch ``torch.relu``/``F.relu`` process-wide for the call (needed for
+    models that call them in ``forward``); off unless the caller owns the process, as the CLI does.
+    """
+
+    chunk_size: int
+    input_range: InputRange | None = None
+    functional_relu: bool = False
+
+
 class Method(ABC):
     """Base of every attribution method. A new method is one file with one subclass and ``@register``."""
 
@@ -101,8 +137,16 @@ class Method(ABC):
     summary: ClassVar[str]
     paper: ClassVar[str]
     family: ClassVar[str]  # "cam" or "pixel"
-    requires_layer: ClassVar[bool] = False
     options: ClassVar[Mapping[str, Option]] = {}
+
+    # capabilities, read through the registry (see the module docstring)
+    needs_layer: ClassVar[bool] = False  # explains a hooked layer (``layers`` required)
+    uses_gradients: ClassVar[bool] = True  # needs autograd through the model
+    signed: ClassVar[bool] = False  # some option makes its maps signed ([-1, 1]); see :meth:`is_signed`
+    can_wrap: ClassVar[bool] = False  # returns raw input attributions another method can wrap (SmoothGrad)
+    chunked: ClassVar[bool] = False  # runs many model inputs per image, ``chunk_size`` at a time
+    relu_rules: ClassVar[bool] = False  # swaps ReLU backward rules while it runs (no torch.compile then)
+    default_chunk_size: ClassVar[int] = 64  # ``chunk_size`` when neither the caller nor the config sets one
 
     def __init__(self, model: nn.Module, layers: Sequence[str] = (), **options: Any):
         self.model = model
@@ -112,6 +156,7 @@ class Method(ABC):
     @classmethod
     def resolve_options(cls, given: Mapping[str, Any], key: str = "options") -> dict[str, Any]:
         """Validate ``given`` against the declared options and fill in defaults."""
+        given = cls._renamed(given, key)
         unknown = [k for k in given if k not in cls.options]
         if unknown:
             choices = list(cls.options) or ["(this method has no options)"]
@@ -122,11 +167,49 @@ class Method(ABC):
             for name, opt in cls.options.items()
         }
 
-    def signed(self) -> bool:
-        """True when maps lie in [-1, 1] (signed attributions) rather than [0, 1]; overlays then use a
-        diverging colormap."""
+    @classmethod
+    def _renamed(cls, given: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        """Read the old names of renamed options (see :data:`RENAMED_OPTIONS`), with a warning."""
+        old = [k for k in given if k in RENAMED_OPTIONS and k not in cls.options and RENAMED_OPTIONS[k]
+               in cls.options]
+        if not old:
+            return given
+        out = dict(given)
+        for k in old:
+            new = RENAMED_OPTIONS[k]
+            if new in given:
+                raise ConfigError(f"{key}.{k}", f"{k!r} is the old name of {new!r}; give only {new!r}")
+            warnings.warn(f"{key}.{k}: option renamed to {new!r} (the old name still works)", FutureWarning,
+                          stacklevel=4)
+            out[new] = out.pop(k)
+        return out
+
+    def is_signed(self) -> bool:
+        """True when this instance's maps lie in [-1, 1] (signed attributions) rather than [0, 1];
+        overlays then use a diverging colormap."""
         return False
 
+    def swaps_relu_rules(self) -> bool:
+        """Whether this instance swaps ReLU backward rules while it runs (a wrapper asks its base)."""
+        return self.relu_rules
+
+    def make_call(self, chunk_size: int | None = None, input_range: InputRange | None = None,
+                  functional_relu: bool = False) -> Call:
+        """The :class:`Call` of one explain call. An explicit ``chunk_size`` wins over the ``chunk_size``
+        option, which wins over :attr:`default_chunk_size`."""
+        size = chunk_size or self.opts.get("chunk_size") or self.default_chunk_size
+        return Call(chunk_size=int(size), input_range=input_range, functional_relu=functional_relu)
+
+    def explain(self, x: Tensor, targets: TargetSpec | None = None, *, chunk_size: int | None = None,
+                input_range: InputRange | None = None, functional_relu: bool = False) -> Explanation:
+        """Attribution maps for every image of ``x`` and every requested target (default: top-1).
+
+        ``chunk_size`` (methods with ``chunked``), ``input_range`` and ``functional_relu``: see
+        :class:`Call` and :meth:`make_call`.
+        """
+        call = self.make_call(chunk_size, input_range, functional_relu)
+        return self.compute(x, TopK(1) if targets is None else targets, call)
+
     @abstractmethod
-    def explain(self, x: Tensor, targets: TargetSpec) -> Explanation:
-        """Attribution maps for every image of ``x`` and every requested target."""
+    def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
+        """The method itself: :meth:`explain` with the call settings resolved."""

@@ -49,6 +49,13 @@ def available_methods() -> dict[str, type[Method]]:
     return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].family != "cam", kv[0])))
 
 
+def methods_where(**capabilities: bool) -> list[str]:
+    """Names of the registered methods whose capability attributes have the given values, e.g.
+    ``methods_where(can_wrap=True)`` (SmoothGrad's bases) or ``methods_where(needs_layer=True)``."""
+    return [name for name, cls in available_methods().items()
+            if all(getattr(cls, attr) == value for attr, value in capabilities.items())]
+
+
 def get_method(name: str, key: str | None = None) -> type[Method]:
     methods = available_methods()
     if name not in methods:
@@ -62,8 +69,8 @@ def create_method(
 ) -> Method:
     """Instantiate a method by name, validating its options (errors cite ``key``)."""
     cls = get_method(name, key=f"{key}.name")
-    if cls.requires_layer and not layers:
+    if cls.needs_layer and not layers:
         raise ConfigError(f"{key}.layers", f"method {name!r} needs at least one layer; "
                           "run `xaicli layers -c CONFIG` to list them")
-    cls.resolve_options(options or {}, key=f"{key}.options")
-    return cls(model, layers, **(options or {}))
+    resolved = cls.resolve_options(options or {}, key=f"{key}.options")  # errors cite the config key
+    return cls(model, layers, **resolved)

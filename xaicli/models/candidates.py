@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from xaicli.errors import ModelError
-from xaicli.methods.hooks import find_module
+from xaicli.models.layers import find_module
 
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from xaicli.errors import ModelError
+from xaicli.errors import ModelError, UnknownNameError
+
+
+def find_module(model: nn.Module, name: str, key: str | None = None) -> nn.Module:
+    """The submodule called ``name`` (as in ``model.named_modules()``), with close matches on a miss."""
+    modules = dict(model.named_modules())
+    if name not in modules or name == "":
+        raise UnknownNameError("layer", name, [n for n in modules if n], key=key)
+    return modules[name]
 
 
 @dataclass

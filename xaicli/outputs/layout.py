@@ -8,18 +8,15 @@ input itself use the layer folder ``input``; explicit class targets are named ``
 
 from __future__ import annotations
 
-import re
 from pathlib import PurePosixPath
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+from xaicli.naming import safe_name
 
 MANIFEST = "manifest.jsonl"
 RUN_JSON = "run.json"
+ERROR_LOG = "xaicli-error.log"
 
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of a class or layer name ('T-shirt/top' -> 'T-shirt_top')."""
-    return _UNSAFE.sub("_", text).strip("_") or "_"
+__all__ = ["ERROR_LOG", "MANIFEST", "RUN_JSON", "output_stem", "safe_name", "target_stem"]
 
 
 def target_stem(rank: int | None, target: int, target_name: str) -> str:

@@ -3,6 +3,9 @@
 Rows are appended only after the files they point to are on disk, so every row is backed by its files,
 and a run killed at any point resumes from the rows that made it. A torn last line (killed mid-write)
 is ignored on reading.
+
+:class:`ManifestRow` is the one definition of a row and :meth:`ManifestRow.to_json` its one serialiser;
+the field order below is the order in the file (a stable contract for people reading it with ``jq``).
 """
 
 from __future__ import annotations
@@ -10,16 +13,72 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+RowKey = tuple[str, str | None, str | None, str | None]
 
 
-def row_key(row: dict[str, Any]) -> tuple:
-    """What identifies one explanation across runs (used to skip work on resume)."""
-    return (row["image"], row["method"], row.get("layer"), row.get("slot"))
+@dataclass
+class ManifestRow:
+    """One explanation (``status`` "ok") or one image that failed (``status`` "error").
+
+    ``score`` is the softmax probability of ``target``; ``label`` the true class when the image's folder
+    names one; ``overlay``/``map`` paths relative to OUTDIR; ``extras`` per-map diagnostics of the method
+    (e.g. ``ig_delta``), written after the fixed fields.
+    """
+
+    image: str
+    status: Literal["ok", "error"] = "ok"
+    method: str | None = None
+    layer: str | None = None
+    slot: str | None = None
+    target: int | None = None
+    target_name: str | None = None
+    rank: int | None = None
+    score: float | None = None
+    label: str | None = None
+    overlay: str | None = None
+    map: str | None = None
+    error: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, image: str, error: str) -> ManifestRow:
+        return cls(image=image, status="error", error=error)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def key(self) -> RowKey:
+        """What identifies one explanation across runs (used to skip work on resume)."""
+        return (self.image, self.method, self.layer, self.slot)
+
+    def to_dict(self) -> dict[str, Any]:
+        common = {"method": self.method, "layer": self.layer, "slot": self.slot, "target": self.target,
+                  "target_name": self.target_name, "rank": self.rank, "score": self.score}
+        if self.ok:
+            return {"image": self.image, "status": "ok", **common, "label": self.label,
+                    "overlay": self.overlay, "map": self.map, **self.extras}
+        return {"image": self.image, "status": "error", "error": self.error, **common,
+                "overlay": self.overlay, "map": self.map}
+
+    def to_json(self) -> str:
+        """The row as one line of the manifest (no newline)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
+        known = {f for f in cls.__dataclass_fields__ if f != "extras"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   extras={k: v for k, v in data.items() if k not in known})
 
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The rows of a manifest as plain dicts (what ``json.loads`` gives), skipping a torn line."""
     if not path.is_file():
         return []
     rows = []
@@ -35,8 +94,13 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_rows(path: Path) -> list[ManifestRow]:
+    """The rows of a manifest as :class:`ManifestRow`."""
+    return [ManifestRow.from_dict(r) for r in read_manifest(path)]
+
+
 class ManifestWriter:
-    """Appends rows; ``flush`` after each batch makes them durable."""
+    """Appends rows; each :meth:`write` is flushed and synced, so rows are durable once it returns."""
 
     def __init__(self, path: Path, fresh: bool):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,9 +111,9 @@ class ManifestWriter:
                 f.write(b"\n")
         self._f = path.open("a", encoding="utf-8")
 
-    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+    def write(self, rows: Iterable[ManifestRow]) -> None:
         for row in rows:
-            self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._f.write(row.to_json() + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
 

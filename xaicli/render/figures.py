@@ -2,7 +2,9 @@
 
 Everything here is a pure function of arrays and caption data and returns a :class:`RenderedFigure`:
 the PIL image plus what was written on it (title, row labels, column headers, captions, legend) and
-where each cell sits, so tests can check both pixels and text.
+where each cell sits, so tests can check both pixels and text. Nothing here writes files:
+:meth:`RenderedFigure.png_bytes` encodes the figure and the caller decides where (and how atomically)
+to store it.
 
 Conventions shared by all grids
 -------------------------------
@@ -15,10 +17,13 @@ Conventions shared by all grids
   - ``"row"``: one min and max shared by all maps of a row, so cells in a row compare in magnitude
     (meaningful when the method's own per-map normalisation is off: ``options: {normalise: false}``).
 
-  Signed maps (``GridRow.signed``) are scaled by their largest magnitude to [-1, 1] instead, 0 staying
+  Signed maps (``GridCell.signed``) are scaled by their largest magnitude to [-1, 1] instead, 0 staying
   at the centre of a diverging colormap. The legend under each figure states which rule was used and
   the colorbar beside the grid shows the colour scale.
-* The overlay is ``(1 - alpha) * image + alpha * colour(map)``, as for the per-image overlays.
+* The overlay is ``(1 - alpha) * image + alpha * colour(map)``, computed by the per-image overlays' own
+  code (:func:`~xaicli.render.colormaps.apply_colormap` and :func:`~xaicli.render.overlay.blend`, here
+  on CPU tensors), so a map has the same pixels in a figure cell as in its overlay file and the
+  colorbar shows exactly those colours.
 """
 
 from __future__ import annotations
@@ -26,15 +31,15 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
-from xaicli.outputs import atomic
 from xaicli.render import text as T
-from xaicli.render.colormaps import DIVERGING, lut
+from xaicli.render.colormaps import apply_colormap, resolve
+from xaicli.render.overlay import blend, to_uint8
 
 Normalise = Literal["per_map", "row"]
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
@@ -108,11 +113,15 @@ class RenderedFigure:
     layout: GridLayout
     colorbars: list[Box] = field(default_factory=list)
 
-    def save(self, path: str | Path) -> None:
-        """Write the PNG atomically."""
+    def png_bytes(self) -> bytes:
+        """The figure as PNG (zlib level 6: figures are few and kept, so smaller beats faster).
+
+        Rendering writes no files; the caller stores the bytes where it wants them, e.g.
+        ``atomic.write_bytes(path, fig.png_bytes())``.
+        """
         buf = io.BytesIO()
         self.image.save(buf, format="PNG", compress_level=6)
-        atomic.write_bytes(Path(path), buf.getvalue())
+        return buf.getvalue()
 
 
 # --- pixels -------------------------------------------------------------------------------------------
@@ -182,21 +191,21 @@ def upscale_map(values: np.ndarray, size: tuple[int, int], resample: str) -> np.
     return np.clip(np.asarray(pil, dtype=np.float32), float(values.min()), float(values.max()))
 
 
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.require(a, np.float32, ["C", "W"]))
+
+
 def colourise(values: np.ndarray, colormap: str, signed: bool = False) -> np.ndarray:
-    """(H, W) in [0, 1] ([-1, 1] if signed) -> (H, W, 3) float colours."""
-    table = lut(colormap).numpy()
-    v = (values + 1) / 2 if signed else values
-    return table[np.clip(np.round(v * 255), 0, 255).astype(np.int64)]
+    """(h, w) in [0, 1] ([-1, 1] if signed) -> uint8 (h, w, 3) colours, as the overlays colour them."""
+    return to_uint8(apply_colormap(_tensor(values), colormap, signed)).numpy()
 
 
-def blend(image: np.ndarray, scaled_map: np.ndarray, style: FigureStyle, signed: bool = False) -> np.ndarray:
-    """(h, w, 3) image and a display-scaled (h, w) map -> uint8 overlay."""
-    out = (1 - style.alpha) * image + style.alpha * colourise(scaled_map, _colormap(style, signed), signed)
-    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _colormap(style: FigureStyle, signed: bool) -> str:
-    return style.colormap if not signed or style.colormap in DIVERGING else "coolwarm"
+def blend_cell(image: np.ndarray, scaled_map: np.ndarray, style: FigureStyle, signed: bool = False
+               ) -> np.ndarray:
+    """(h, w, 3) image and a display-scaled (h, w) map -> uint8 overlay, by the per-image overlay's own
+    :func:`~xaicli.render.overlay.blend` (same colours, same rounding)."""
+    heat = apply_colormap(_tensor(scaled_map), style.colormap, signed)
+    return blend(_tensor(image), heat, style.alpha).numpy()
 
 
 # --- layout -------------------------------------------------------------------------------------------
@@ -362,7 +371,8 @@ def _draw_cells(img: Image.Image, draw: ImageDraw.ImageDraw, rows: Sequence[Grid
                 continue
             pixels = upscale_image(to_hwc(cell.image), size, style.resample)
             if cell.map is not None:
-                tile = blend(pixels, upscale_map(scaled[(r, c)], size, style.resample), style, cell.signed)
+                heat = upscale_map(scaled[(r, c)], size, style.resample)
+                tile = blend_cell(pixels, heat, style, cell.signed)
             else:
                 tile = (pixels * 255).round().astype(np.uint8)
             img.paste(Image.fromarray(tile), box[:2])
@@ -382,7 +392,8 @@ def _normalise_legend(style: FigureStyle, kinds: Sequence[bool]) -> str:
     how = ("per map: each map is scaled by its own minimum and maximum" if style.normalise == "per_map"
            else "shared across each row: all maps of a row are scaled by the row's minimum and maximum "
                 "(printed under the row label)")
-    cmaps = " / ".join(f"{_colormap(style, s)} ({'signed maps, -1 to 1' if s else '0 to 1'})" for s in kinds)
+    cmaps = " / ".join(f"{resolve(style.colormap, s)} ({'signed maps, -1 to 1' if s else '0 to 1'})"
+                       for s in kinds)
     return (f"Colour: map value normalised {how}. Overlay: {cmaps} at alpha {style.alpha:g} over the image; "
             f"cells upscaled to {style.cell_size}px wide ({style.resample}).")
 
@@ -395,8 +406,7 @@ def _draw_colorbar(img: Image.Image, draw: ImageDraw.ImageDraw, x: int, y_top: i
     h = max(2, y_bot - y_top)
     hi, lo = 1.0, (-1.0 if signed else 0.0)
     values = np.repeat(np.linspace(hi, lo, h, dtype=np.float32)[:, None], bar_w, axis=1)
-    img.paste(Image.fromarray((colourise(values, _colormap(style, signed), signed) * 255).round()
-                              .astype(np.uint8)), (x, y_top))
+    img.paste(Image.fromarray(colourise(values, style.colormap, signed)), (x, y_top))
     draw.rectangle((x - 1, y_top - 1, x + bar_w, y_top + h), outline=MUTED)
     for t in ([1.0, 0.5, 0.0, -0.5, -1.0] if signed else [1.0, 0.75, 0.5, 0.25, 0.0]):
         ty = y_top + (hi - t) / (hi - lo) * (h - 1)

@@ -1,4 +1,8 @@
-"""Heatmap overlays, computed batched on the device; only uint8 pixels leave it."""
+"""Heatmap overlays, computed batched on the device; only uint8 pixels leave it.
+
+:func:`blend` is also how figure cells are drawn (:mod:`xaicli.render.figures` calls it on CPU
+tensors), so an overlay file and the same map in a figure have identical pixels.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xaicli.render.colormaps import DIVERGING, apply_colormap
+from xaicli.render.colormaps import apply_colormap
 
 
 def to_rgb(images: Tensor) -> Tensor:
@@ -14,6 +18,16 @@ def to_rgb(images: Tensor) -> Tensor:
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     return images.permute(0, 2, 3, 1)
+
+
+def to_uint8(colours: Tensor) -> Tensor:
+    """Float colours in [0, 1] (outside is clipped) -> uint8, rounded half to even."""
+    return (colours.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def blend(base: Tensor, heat: Tensor, alpha: float) -> Tensor:
+    """``(1 - alpha) * base + alpha * heat`` (float (..., 3) in [0, 1], broadcast) -> uint8 pixels."""
+    return to_uint8((1 - alpha) * base + alpha * heat)
 
 
 def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 0.5, signed: bool = False,
@@ -24,12 +38,9 @@ def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 
     a diverging colormap unless one was chosen). Returns uint8 (B, K, H*scale, W*scale, 3); ``scale``
     enlarges small inputs with nearest-neighbour so pixels stay visible.
     """
-    if signed and colormap not in DIVERGING:
-        colormap = "coolwarm"
     if scale > 1:
         images = F.interpolate(images.float(), scale_factor=scale, mode="nearest")
         maps = F.interpolate(maps.float(), scale_factor=scale, mode="nearest")
     base = to_rgb(images.float())[:, None]  # (B, 1, H, W, 3)
     heat = apply_colormap(maps, colormap, signed)  # (B, K, H, W, 3)
-    out = (1 - alpha) * base + alpha * heat
-    return (out.clamp(0, 1) * 255).round().to(torch.uint8)
+    return blend(base, heat, alpha)

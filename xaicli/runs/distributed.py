@@ -32,12 +32,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from xaicli.config import Config
+from xaicli.errors import ExitCode
 from xaicli.outputs.layout import MANIFEST, RUN_JSON
 
 SHARD_MANIFEST = "manifest.rank{rank}.jsonl"
@@ -83,14 +85,15 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
     """Run this rank's share and, on rank 0, merge. Returns (merged summary on rank 0 else None, exit code).
 
     The exit code is the same on every rank: the largest of the ranks' own codes (0 all explained,
-    1 some images failed or a rank crashed, 2 usage/config error on some rank).
+    1 some images failed, 2 usage/config error on some rank, 4 a rank failed).
     """
     import torch
     import torch.distributed as dist
 
+    from xaicli.engine import Explainer
     from xaicli.engine.discover import discover_images
-    from xaicli.engine.run import run_explain
     from xaicli.errors import UsageError
+    from xaicli.runs.explain import explain_shard
 
     cfg.run.device = _rank_device(cfg, env)
     cuda = cfg.run.device.startswith("cuda")
@@ -114,24 +117,27 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
                 _remove_old_results(outdir)
         except UsageError as err:
             error = err
-        if agree(2 if error else 0):
+        if agree(int(ExitCode.USAGE) if error else 0):
             raise error or UsageError("another rank could not start (see its error above)")
 
-        code = 0  # 2. this rank's share
+        code = ExitCode.OK  # 2. this rank's share
         try:
+            t0 = time.perf_counter()
             mine = shard(items, env.rank, env.world_size)
             if progress is not None:
                 progress.note(f"rank {env.rank} of {env.world_size}: {len(mine)} of {len(items)} image(s)")
             done = [] if overwrite else [outdir / MANIFEST, *_shard_manifests(outdir, exclude=env.rank)]
-            summary = run_explain(cfg, inputs, outdir, overwrite=overwrite, progress=progress, items=mine,
-                                  manifest_name=SHARD_MANIFEST.format(rank=env.rank),
-                                  run_json_name=SHARD_RUN_JSON.format(rank=env.rank), done_manifests=done)
+            explainer = Explainer(cfg, fold_batchnorms=True, functional_relu=True)
+            summary = explain_shard(cfg, explainer, mine, inputs, outdir, overwrite=overwrite,
+                                    progress=progress, manifest_name=SHARD_MANIFEST.format(rank=env.rank),
+                                    run_json_name=SHARD_RUN_JSON.format(rank=env.rank), done_manifests=done,
+                                    t0=t0)
             code = summary.exit_code
         except UsageError as err:
-            code, error = 2, err
+            code, error = ExitCode.USAGE, err
         except Exception as err:  # re-raised below, after the other ranks have been told
-            code, error = 1, err
-        agreed = agree(code)  # every rank has finished writing past this point
+            code, error = ExitCode.RUN_FAILED, err
+        agreed = agree(int(code))  # every rank has finished writing past this point
 
         merged = None  # 3. rank 0 merges while the others wait, so that all leave together
         if env.rank == 0 and error is None:
@@ -139,12 +145,27 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
                 merged = merge_outputs(outdir, env.world_size, overwrite)
             except Exception as err:  # re-raised below, after the other ranks have been told
                 error = err
-        merge_failed = agree(int(env.rank == 0 and merged is None))
+        merge_failed = agree(int(ExitCode.RUN_FAILED) if env.rank == 0 and merged is None else 0)
         if error is not None:
             raise error
-        return merged, max(agreed, merge_failed)
+        if merged is not None:
+            _finish_on_rank0(cfg, outdir, progress)
+        return merged, ExitCode(max(agreed, merge_failed))
     finally:
         dist.destroy_process_group()
+
+
+def _finish_on_rank0(cfg: Config, outdir: Path, progress) -> None:
+    """What a one-process run does after its loop, as far as it can be done without the explanations."""
+    if cfg.figures.topk or cfg.figures.compare:
+        print("figures are not built by a multi-process run: run the same `xaicli explain` once more "
+              "in one process, it resumes over every explanation and builds them", file=sys.stderr)
+    if cfg.figures.html:
+        from xaicli.runs.report import write_report
+
+        path = write_report(outdir)
+        if progress is not None:
+            progress.note(f"report: {path}")
 
 
 def _shard_manifests(outdir: Path, exclude: int | None = None) -> list[Path]:
@@ -166,16 +187,16 @@ def _remove_old_results(outdir: Path) -> None:
 
 def merge_outputs(outdir: Path, world_size: int, overwrite: bool = False):
     """Rank 0, after every rank finished: merge the shard manifests and run files; delete the shards."""
-    from xaicli.engine.run import RunSummary
     from xaicli.outputs import atomic
-    from xaicli.outputs.manifest import read_manifest, row_key
+    from xaicli.outputs.manifest import read_rows
+    from xaicli.runs.summary import RunSummary
 
     sources = ([] if overwrite else [outdir / MANIFEST]) + _shard_manifests(outdir)
-    rows: dict[tuple, dict] = {}
+    rows = {}
     for path in sources:
-        for row in read_manifest(path):
-            rows[row_key(row)] = row  # the latest row of an explanation wins; first-seen order is kept
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.values())
+        for row in read_rows(path):
+            rows[row.key] = row  # the latest row of an explanation wins; first-seen order is kept
+    text = "".join(r.to_json() + "\n" for r in rows.values())
     atomic.write_text(outdir / MANIFEST, text)
 
     infos = []

@@ -1,24 +1,31 @@
-"""Shared machinery of the gradient CAM methods.
+"""Shared machinery of the CAM family: maps built from a hooked layer's feature maps.
 
-One forward pass records the target layers' activations ``A`` (B, C, h, w) as autograd leaves; then,
-for each target rank k, one backward pass from the chosen logits ``y^c`` down to those layers only gives
-``dy^c/dA``. A subclass supplies :meth:`GradientCAM.channel_weights` (the ``alpha^c_k`` of the papers);
-the map is ``ReLU(sign * sum_k alpha^c_k A^k)`` upsampled bilinearly to the input size and min-max
-normalised per map (see :mod:`xaicli.methods.postprocess`).
+:class:`CAMMethod` is what every CAM shares: it explains a layer (``needs_layer``), takes the
+``upsample`` and ``normalise`` options, and finishes a layer-resolution map the same way (upsampled to the
+input size, then min-max normalised per map; see :mod:`xaicli.methods.postprocess`). How the channels
+are weighted is each subclass's business:
 
-Summing the chosen logits over the batch before the backward pass is exact: image ``b``'s logit
-depends only on image ``b``'s activations (eval mode, no batch statistics), so each image receives
-its own gradient, and one backward per rank serves the whole batch.
+* :class:`GradientCAM` (Grad-CAM, Grad-CAM++, counterfactual Grad-CAM): weights from the gradients at the
+  layer. One forward pass records the target layers' activations ``A`` (B, C, h, w) as autograd leaves;
+  then, for each target rank k, one backward pass from the chosen logits ``y^c`` down to those layers
+  only gives ``dy^c/dA``; the subclass turns them into channel weights (:meth:`GradientCAM.
+  channel_weights`, the ``alpha^c_k`` of the papers) and the map is ``ReLU(sign * sum_k alpha^c_k A^k)``.
+  Summing the chosen logits over the batch before the backward pass is exact: image ``b``'s logit depends
+  only on image ``b``'s activations (eval mode, no batch statistics), so each image receives its own
+  gradient, and one backward per rank serves the whole batch.
+* :class:`~xaicli.methods.cam.scorecam.ScoreCAM`: weights from forward passes of masked inputs, no
+  gradient at all (so it is a sibling of :class:`GradientCAM`, not a child).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from xaicli.methods.base import Explanation, Method, Option, TargetSpec, resolve_targets
+from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.hooks import capture_activations, inference_state
 from xaicli.methods.postprocess import minmax_normalise, upsample
 
@@ -29,19 +36,31 @@ CAM_OPTIONS: dict[str, Option] = {
 }
 
 
-class GradientCAM(Method):
-    """Base of Grad-CAM-like methods: weights from gradients at the target layer."""
+class CAMMethod(Method):
+    """Base of the CAM family: a map per hooked layer, finished by :meth:`finish`."""
 
     family = "cam"
-    requires_layer = True
+    needs_layer = True
     options = CAM_OPTIONS
+
+    def finish(self, cams: Tensor, size: tuple[int, int]) -> Tensor:
+        """(B, K, h, w) -> (B, K, H, W) at input size, normalised as configured."""
+        out = upsample(cams, size, self.opts["upsample"])
+        if self.opts["upsample"] == "bicubic":
+            out = out.clamp_min(0)  # bicubic overshoots below zero
+        return minmax_normalise(out) if self.opts["normalise"] else out
+
+
+class GradientCAM(CAMMethod):
+    """Base of Grad-CAM-like methods: weights from gradients at the target layer."""
+
     sign: ClassVar[float] = 1.0  # -1 for the counterfactual ("negative") variant
 
+    @abstractmethod
     def channel_weights(self, acts: Tensor, grads: Tensor) -> Tensor:
         """(B, C, h, w) activations and gradients -> (B, C) channel weights."""
-        raise NotImplementedError
 
-    def explain(self, x: Tensor, targets: TargetSpec) -> Explanation:
+    def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
         size = (x.shape[-2], x.shape[-1])
         with inference_state(self.model), capture_activations(self.model, self.layers) as acts:
             with torch.enable_grad():  # also when called from inside torch.no_grad()
@@ -64,10 +83,3 @@ class GradientCAM(Method):
         weights = self.channel_weights(a, g)  # (B, C)
         cam = torch.einsum("bc,bchw->bhw", weights, a)
         return torch.relu(self.sign * cam)
-
-    def finish(self, cams: Tensor, size: tuple[int, int]) -> Tensor:
-        """(B, K, h, w) -> (B, K, H, W) at input size, normalised as configured."""
-        out = upsample(cams, size, self.opts["upsample"])
-        if self.opts["upsample"] == "bicubic":
-            out = out.clamp_min(0)  # bicubic overshoots below zero
-        return minmax_normalise(out) if self.opts["normalise"] else out

@@ -8,7 +8,7 @@ For each channel k of the target layer:
 then L^c = ReLU(sum_k w^c_k A^k), upsampled and normalised like every CAM.
 
 Gradient-free, so the cost is one forward per channel and image. Masked inputs of several images and
-channels are built chunk by chunk (never all at once) and run ``batch_size`` at a time; all K targets
+channels are built chunk by chunk (never all at once) and run ``chunk_size`` at a time; all K targets
 share the same masked forwards. ``max_n`` keeps the N channels with the largest spatial standard
 deviation per image (seed 001's ``max_N``): with N much smaller than C it is proportionally faster, at
 the price of dropping low-contrast channels (BENCHMARKS.md reports the correlation to the full map).
@@ -23,23 +23,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xaicli.methods.base import Explanation, Option, TargetSpec, resolve_targets
-from xaicli.methods.cam.base import CAM_OPTIONS, GradientCAM
+from xaicli.methods.base import CHUNK_OPTION, Call, Explanation, Option, TargetSpec, resolve_targets
+from xaicli.methods.cam.base import CAM_OPTIONS, CAMMethod
 from xaicli.methods.hooks import capture_activations, inference_state
 from xaicli.methods.postprocess import minmax_normalise
 from xaicli.methods.registry import register
 
 
 @register
-class ScoreCAM(GradientCAM):
+class ScoreCAM(CAMMethod):
     name = "scorecam"
     summary = "Score-CAM: each channel weighted by the class score of the input masked by that channel."
     paper = "Wang et al., Score-CAM, CVPR Workshops 2020 (arXiv:1910.01279)"
+    uses_gradients = False
+    chunked = True
+    default_chunk_size = 128
     options = {
         **CAM_OPTIONS,
         "max_n": Option(0, "keep only the N channels with the largest std per image (0 = all channels)",
                         minimum=0),
-        "batch_size": Option(128, "masked inputs per forward pass (lower it if memory is short)", minimum=1),
+        "chunk_size": CHUNK_OPTION,
         "weights": Option("class_softmax", "class_softmax: target probability (seed 001, paper); "
                           "channel_softmax: target logit soft-maxed over channels (pytorch-grad-cam)",
                           choices=("class_softmax", "channel_softmax")),
@@ -48,17 +51,18 @@ class ScoreCAM(GradientCAM):
     }
 
     @torch.no_grad()
-    def explain(self, x: Tensor, targets: TargetSpec) -> Explanation:
+    def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
         size = (x.shape[-2], x.shape[-1])
         with inference_state(self.model):
             # the hooks must be gone before the masked forwards, which would overwrite the activations
             with capture_activations(self.model, self.layers, differentiable=False) as acts:
                 logits = self.model(x)  # (B, N)
             tgt = resolve_targets(logits, targets)  # (B, K)
-            maps = {name: self.finish(self.layer_cam(x, acts[name], tgt), size) for name in self.layers}
+            maps = {name: self.finish(self.layer_cam(x, acts[name], tgt, call.chunk_size), size)
+                    for name in self.layers}
         return Explanation(maps=maps, targets=tgt, logits=logits)
 
-    def layer_cam(self, x: Tensor, acts: Tensor, tgt: Tensor) -> Tensor:
+    def layer_cam(self, x: Tensor, acts: Tensor, tgt: Tensor, step: int) -> Tensor:
         """(B, C, h, w) activations -> (B, K, h, w) un-normalised Score-CAM maps."""
         acts = acts.float()
         b, c = acts.shape[:2]
@@ -73,7 +77,6 @@ class ScoreCAM(GradientCAM):
         masks = masks.reshape(b * c, 1, *x.shape[-2:])  # (B*n, 1, H, W)
         image_of = torch.arange(b * c, device=x.device) // c  # row -> image index
         scores = []
-        step = self.opts["batch_size"]
         for start in range(0, b * c, step):
             rows = image_of[start : start + step]
             out = self.model(x[rows] * masks[start : start + step].to(x.dtype)).float()  # (chunk, N)

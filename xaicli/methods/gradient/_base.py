@@ -1,7 +1,7 @@
 """Shared machinery of the pixel-attribution methods (gradients with respect to the input).
 
 Every pixel method computes raw per-target attributions ``a`` of shape (B, K, C, H, W) in
-:meth:`PixelMethod.attribute` and shares one post-processing path (:meth:`PixelMethod.postprocess`):
+:meth:`PixelMethod.raw` and shares one post-processing path (:meth:`PixelMethod.postprocess`):
 
 1. ``reduce`` the channels, (B, K, C, H, W) -> (B, K, H, W):
    ``abs_max`` ``max_c |a_c|`` (default; Simonyan et al. 2014), ``abs_sum`` ``sum_c |a_c|`` (seed 002's
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xaicli.errors import ConfigError
-from xaicli.methods.base import Explanation, Method, Option, TargetSpec, resolve_targets
+from xaicli.methods.base import Call, Explanation, InputRange, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.gradient._relu_rules import Rule, relu_rules
 from xaicli.methods.hooks import inference_state
 from xaicli.methods.postprocess import maxabs_normalise, minmax_normalise
@@ -50,8 +50,6 @@ PIXEL_OPTIONS: dict[str, Option] = {
                         "false = raw reduced values"),
 }
 
-INTERNAL_BATCH_HELP = "model inputs per forward pass ({what}); lower it if memory is short"
-
 
 @dataclass
 class Attribution:
@@ -64,15 +62,16 @@ class Attribution:
 
 
 class PixelMethod(Method):
-    """Base of the pixel methods: subclasses implement :meth:`attribute`; reduction is shared."""
+    """Base of the pixel methods: subclasses implement :meth:`raw`; reduction is shared.
+
+    ``call.input_range`` (see :class:`~xaicli.methods.base.Call`) sets the ``black`` / ``uniform`` IG
+    baselines and the SmoothGrad noise scale; without it, black is all zeros and the range is each
+    image's own per-channel min..max.
+    """
 
     family = "pixel"
+    signed = True  # reduce: sum
     options = PIXEL_OPTIONS
-
-    input_range: tuple[Tensor, Tensor] | None = None
-    """Per-channel (C,) normalised values of raw pixel 0 and raw pixel 1, set by the engine when it knows
-    the preprocessing. Used for the ``black`` / ``uniform`` IG baselines and the SmoothGrad noise scale;
-    when unset, black is all zeros and the range is each image's own per-channel min..max."""
 
     @classmethod
     def resolve_options(cls, given: Mapping[str, Any], key: str = "options") -> dict[str, Any]:
@@ -82,16 +81,21 @@ class PixelMethod(Method):
             raise ConfigError(f"{key}.percentile_clip", f"must be <= 100, got {opts['percentile_clip']}")
         return opts
 
-    def signed(self) -> bool:
+    def is_signed(self) -> bool:
         """Whether maps carry a sign (values in [-1, 1]; render with a diverging colormap)."""
         return self.opts["reduce"] == "sum"
 
-    @abstractmethod
-    def attribute(self, x: Tensor, targets: TargetSpec) -> Attribution:
-        """Raw (B, K, C, H, W) attributions of ``x`` (B, C, H, W) for the requested targets."""
+    def attribute(self, x: Tensor, targets: TargetSpec, call: Call | None = None) -> Attribution:
+        """Raw (B, K, C, H, W) attributions of ``x`` (B, C, H, W) for the requested targets, before
+        reduction (what SmoothGrad averages; ``call`` defaults to :meth:`make_call`'s)."""
+        return self.raw(x, targets, call or self.make_call())
 
-    def explain(self, x: Tensor, targets: TargetSpec) -> Explanation:
-        raw = self.attribute(x, targets)
+    @abstractmethod
+    def raw(self, x: Tensor, targets: TargetSpec, call: Call) -> Attribution:
+        """:meth:`attribute` with the call settings resolved: what each pixel method implements."""
+
+    def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
+        raw = self.raw(x, targets, call)
         maps = {key: self.postprocess(a) for key, a in raw.maps.items()}
         return Explanation(maps=maps, targets=raw.targets, logits=raw.logits.detach(), extras=raw.extras)
 
@@ -101,7 +105,7 @@ class PixelMethod(Method):
         maps = clip_percentile(maps, self.opts["percentile_clip"])
         if not self.opts["normalise"]:
             return maps
-        return maxabs_normalise(maps) if self.signed() else minmax_normalise(maps)
+        return maxabs_normalise(maps) if self.is_signed() else minmax_normalise(maps)
 
 
 def reduce_channels(attr: Tensor, how: str) -> Tensor:
@@ -132,15 +136,16 @@ def clip_percentile(maps: Tensor, percentile: float) -> Tensor:
 
 
 def input_gradients(
-    model: nn.Module, x: Tensor, targets: TargetSpec, rule: Rule | None = None
+    model: nn.Module, x: Tensor, targets: TargetSpec, rule: Rule | None = None, functional_relu: bool = False
 ) -> Attribution:
-    """d y^c / d x for every target rank, optionally with a modified ReLU backward ``rule``.
+    """d y^c / d x for every target rank, optionally with a modified ReLU backward ``rule`` (applied to
+    ``nn.ReLU`` modules, and with ``functional_relu`` to the functional ReLUs too; see ``_relu_rules``).
 
     One forward pass of the whole batch, then one backward pass per target rank (see module docstring).
     Returns (B, K, C, H, W) gradients under key ``None``.
     """
     leaf = x.detach().requires_grad_(True)
-    rules = relu_rules(model, rule) if rule is not None else nullcontext()
+    rules = relu_rules(model, rule, functional=functional_relu) if rule is not None else nullcontext()
     with inference_state(model), torch.enable_grad(), rules as stats:
         logits = model(leaf)  # (B, N)
         tgt = resolve_targets(logits, targets)  # (B, K)
@@ -150,7 +155,8 @@ def input_gradients(
             (g,) = torch.autograd.grad(score, leaf, retain_graph=k < tgt.shape[1] - 1)
             grads.append(g)
     if stats is not None and stats.calls == 0:
-        warnings.warn(f"the {rule} ReLU rule found no ReLU in this model (ReLU6/SiLU/GELU... keep their "
+        where = "ReLU" if functional_relu else "nn.ReLU module (functional ReLUs need functional_relu=True)"
+        warnings.warn(f"the {rule} ReLU rule found no {where} in this model (ReLU6/SiLU/GELU... keep their "
                       "ordinary gradient): the result is the plain input gradient", stacklevel=3)
     return Attribution(maps={None: torch.stack(grads, dim=1)}, targets=tgt, logits=logits.detach())
 
@@ -162,10 +168,10 @@ def row_chunks(rows: int, size: int, device: torch.device) -> Iterator[tuple[ran
         yield range(start, stop), torch.arange(start, stop, device=device)
 
 
-def input_bounds(x: Tensor, input_range: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+def input_bounds(x: Tensor, input_range: InputRange | None) -> tuple[Tensor, Tensor]:
     """Lowest and highest valid input value per channel, broadcastable to ``x`` (B, C, H, W).
 
-    From :attr:`PixelMethod.input_range` when set ((1, C, 1, 1) each), otherwise each image's own
+    From ``input_range`` when known ((1, C, 1, 1) each), otherwise each image's own
     per-channel minimum and maximum ((B, C, 1, 1) each).
     """
     if input_range is not None:

@@ -11,9 +11,12 @@ Both rules keep the forward pass (``max(x, 0)``) and change only what flows back
 
 * every ``nn.ReLU`` module (``inplace=True`` included): its ``forward`` is replaced on the instance, so
   the module object, its name and any hooks on it stay as they are (a CAM layer can still be hooked);
-* the functional entry points ``torch.relu``, ``torch.relu_``, ``F.relu``, ``F.relu_`` and the tensor
-  methods ``Tensor.relu`` / ``Tensor.relu_`` (torchvision DenseNet and Inception call ``F.relu`` in
-  ``forward``). Captum overrides ``nn.ReLU`` modules only.
+* with ``functional=True``, the functional entry points ``torch.relu``, ``torch.relu_``, ``F.relu``,
+  ``F.relu_`` and the tensor methods ``Tensor.relu`` / ``Tensor.relu_`` (torchvision DenseNet and
+  Inception call ``F.relu`` in ``forward``). Captum overrides ``nn.ReLU`` modules only. Patching them
+  is process-wide for the duration of the call, so it is opt-in: the CLI, which owns its process, turns
+  it on; a library caller passes ``functional_relu=True`` to ``explain`` when its model needs it and no
+  other thread runs a model meanwhile.
 
 Everything is restored in ``finally``, also when the forward or backward pass raises.
 
@@ -22,8 +25,7 @@ their ordinary gradient, as in Captum (the rules are defined for ReLU; MobileNet
 activations have none in the papers). On such models the result drifts towards the vanilla gradient;
 :attr:`RuleStats.calls` counts the ReLUs that went through a rule so callers can warn when it is zero.
 A name bound at import time (``from torch.nn.functional import relu``) and TorchScript code are out of
-reach of the functional patch. The functional patch is process-wide for the duration of the call: do
-not run other models in other threads meanwhile.
+reach of the functional patch.
 """
 
 from __future__ import annotations
@@ -88,8 +90,9 @@ PATCHED_FUNCTIONS: tuple[tuple[object, str], ...] = (
 
 
 @contextmanager
-def relu_rules(model: nn.Module, rule: Rule) -> Iterator[RuleStats]:
-    """Route every ReLU of ``model`` (modules and functional calls) through ``rule`` inside the block."""
+def relu_rules(model: nn.Module, rule: Rule, functional: bool = False) -> Iterator[RuleStats]:
+    """Route every ReLU module of ``model`` (and with ``functional`` every functional ReLU call) through
+    ``rule`` inside the block."""
     guided = rule == "guided"
     stats = RuleStats()
 
@@ -116,7 +119,7 @@ def relu_rules(model: nn.Module, rule: Rule) -> Iterator[RuleStats]:
                 own = "forward" in module.__dict__
                 saved.append((module, "forward", own, module.__dict__.get("forward")))
                 module.forward = module_forward(module.inplace)
-        for owner, name in PATCHED_FUNCTIONS:
+        for owner, name in PATCHED_FUNCTIONS if functional else ():
             own = name in vars(owner)
             saved.append((owner, name, own, vars(owner).get(name)))
             setattr(owner, name, replacements[(owner, name)])

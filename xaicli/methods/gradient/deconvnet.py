@@ -13,7 +13,7 @@ filters, max-pool switches), which is what the paper's deconvnet computes. Cover
 
 from torch import Tensor
 
-from xaicli.methods.base import TargetSpec
+from xaicli.methods.base import Call, TargetSpec
 from xaicli.methods.gradient._base import Attribution, PixelMethod, input_gradients
 from xaicli.methods.registry import register
 
@@ -25,5 +25,8 @@ class Deconvnet(PixelMethod):
     paper = ("Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014 "
              "(arXiv:1311.2901)")
 
-    def attribute(self, x: Tensor, targets: TargetSpec) -> Attribution:
-        return input_gradients(self.model, x, targets, rule="deconvnet")
+    can_wrap = True
+    relu_rules = True
+
+    def raw(self, x: Tensor, targets: TargetSpec, call: Call) -> Attribution:
+        return input_gradients(self.model, x, targets, rule="deconvnet", functional_relu=call.functional_relu)

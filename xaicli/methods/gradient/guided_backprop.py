@@ -11,7 +11,7 @@ covered (``nn.ReLU`` modules and the functional ReLUs; ReLU6/SiLU/... keep their
 
 from torch import Tensor
 
-from xaicli.methods.base import TargetSpec
+from xaicli.methods.base import Call, TargetSpec
 from xaicli.methods.gradient._base import Attribution, PixelMethod, input_gradients
 from xaicli.methods.registry import register
 
@@ -22,5 +22,8 @@ class GuidedBackprop(PixelMethod):
     summary = "Guided backpropagation: gradients pass a ReLU only if its input and the gradient are positive."
     paper = "Springenberg et al., Striving for Simplicity, ICLR Workshop 2015 (arXiv:1412.6806)"
 
-    def attribute(self, x: Tensor, targets: TargetSpec) -> Attribution:
-        return input_gradients(self.model, x, targets, rule="guided")
+    can_wrap = True
+    relu_rules = True
+
+    def raw(self, x: Tensor, targets: TargetSpec, call: Call) -> Attribution:
+        return input_gradients(self.model, x, targets, rule="guided", functional_relu=call.functional_relu)

@@ -14,12 +14,12 @@ points but weights ``1/n`` (ends halved), which sum to ``(n - 1) / n``: its attr
 the right Riemann sum.
 
 Baselines (``baseline``): ``black`` (default) is a raw black image after the model's normalisation, i.e.
-``input_range[0]`` per channel (all zeros when the engine has not set ``input_range``); ``zeros`` is the
+``input_range[0]`` per channel (all zeros when the caller passes no ``input_range``); ``zeros`` is the
 all-zero *normalised* input (the dataset mean colour under mean/std normalisation); ``blur`` the input
 blurred with a Gaussian of ``blur_sigma`` pixels; ``uniform`` uniform noise in the input range drawn
 from ``seed`` (one draw shared by every image, so results do not depend on how images are batched).
 
-The ``steps x B`` path inputs run ``internal_batch_size`` at a time (step-major rows), each chunk with
+The ``steps x B`` path inputs run ``chunk_size`` at a time (step-major rows), each chunk with
 one forward pass and one backward pass per target rank.
 """
 
@@ -33,9 +33,8 @@ import torch
 from torch import Tensor
 
 from xaicli.errors import ConfigError
-from xaicli.methods.base import Option, TargetSpec, resolve_targets
+from xaicli.methods.base import CHUNK_OPTION, Call, InputRange, Option, TargetSpec, resolve_targets
 from xaicli.methods.gradient._base import (
-    INTERNAL_BATCH_HELP,
     PIXEL_OPTIONS,
     Attribution,
     PixelMethod,
@@ -72,6 +71,8 @@ class IntegratedGradients(PixelMethod):
     name = "integrated_gradients"
     summary = "Integrated gradients: gradients averaged on the straight path from a baseline, times (x - x')."
     paper = "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017 (arXiv:1703.01365)"
+    can_wrap = True
+    chunked = True
     options = {
         **PIXEL_OPTIONS,
         "steps": Option(50, "number of points on the path from the baseline to the input", minimum=1),
@@ -80,7 +81,7 @@ class IntegratedGradients(PixelMethod):
                            "0), blur (Gaussian-blurred input) or uniform (seeded noise)", choices=BASELINES),
         "blur_sigma": Option(5.0, "Gaussian sigma in pixels for baseline: blur", minimum=0.0),
         "seed": Option(0, "random seed for baseline: uniform", minimum=0),
-        "internal_batch_size": Option(64, INTERNAL_BATCH_HELP.format(what="path points x images"), minimum=1),
+        "chunk_size": CHUNK_OPTION,
     }
 
     @classmethod
@@ -90,23 +91,23 @@ class IntegratedGradients(PixelMethod):
             raise ConfigError(f"{key}.steps", "riemann_trapezoid needs at least 2 steps")
         return opts
 
-    def baseline(self, x: Tensor) -> Tensor:
+    def baseline(self, x: Tensor, input_range: InputRange | None = None) -> Tensor:
         """The reference input x' (B, C, H, W) for ``x``."""
         kind = self.opts["baseline"]
         if kind == "zeros":
             return torch.zeros_like(x)
         if kind == "black":
-            if self.input_range is None:
+            if input_range is None:
                 return torch.zeros_like(x)
-            return input_bounds(x, self.input_range)[0].expand_as(x).clone()
+            return input_bounds(x, input_range)[0].expand_as(x).clone()
         if kind == "blur":
             return gaussian_blur(x, self.opts["blur_sigma"])
-        lo, hi = input_bounds(x, self.input_range)
+        lo, hi = input_bounds(x, input_range)
         gen = torch.Generator(device=x.device).manual_seed(self.opts["seed"])
         u = torch.rand((1, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)  # (1, C, H, W)
         return (lo + u * (hi - lo)).expand_as(x)
 
-    def attribute(self, x: Tensor, targets: TargetSpec) -> Attribution:
+    def raw(self, x: Tensor, targets: TargetSpec, call: Call) -> Attribution:
         b = x.shape[0]
         dev = x.device
         acc_dtype = torch.promote_types(x.dtype, torch.float32)
@@ -115,14 +116,14 @@ class IntegratedGradients(PixelMethod):
         weights = torch.tensor(weights_l, device=dev, dtype=acc_dtype)  # (S,)
         with inference_state(self.model):
             x = x.detach()
-            base = self.baseline(x).detach()  # (B, C, H, W)
+            base = self.baseline(x, call.input_range).detach()  # (B, C, H, W)
             with torch.no_grad():
                 logits, base_logits = self.model(torch.cat([x, base])).split(b)  # (B, N) each
             tgt = resolve_targets(logits, targets)  # (B, K)
             k_count = tgt.shape[1]
             diff = x - base  # (B, C, H, W)
             total = torch.zeros((k_count, *x.shape), device=dev, dtype=acc_dtype)  # (K, B, C, H, W)
-            for _, rows in row_chunks(len(alphas) * b, self.opts["internal_batch_size"], dev):
+            for _, rows in row_chunks(len(alphas) * b, call.chunk_size, dev):
                 step, img = rows // b, rows % b  # step-major rows: (n,), (n,)
                 path = base[img] + alphas[step].view(-1, 1, 1, 1) * diff[img]  # (n, C, H, W)
                 leaf = path.requires_grad_(True)

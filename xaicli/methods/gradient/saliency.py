@@ -8,7 +8,7 @@ which is the default ``reduce: abs_max``.
 
 from torch import Tensor
 
-from xaicli.methods.base import TargetSpec
+from xaicli.methods.base import Call, TargetSpec
 from xaicli.methods.gradient._base import Attribution, PixelMethod, input_gradients
 from xaicli.methods.registry import register
 
@@ -19,5 +19,7 @@ class Saliency(PixelMethod):
     summary = "Vanilla gradient: derivative of the target logit with respect to each input pixel."
     paper = "Simonyan et al., Deep Inside Convolutional Networks, ICLR Workshop 2014 (arXiv:1312.6034)"
 
-    def attribute(self, x: Tensor, targets: TargetSpec) -> Attribution:
+    can_wrap = True
+
+    def raw(self, x: Tensor, targets: TargetSpec, call: Call) -> Attribution:
         return input_gradients(self.model, x, targets)

@@ -1,0 +1,59 @@
+"""Which rows the benchmark has, and what each compares; importable without torch (``--help`` uses it).
+
+The method rows are not listed here: every method in xaicli's registry
+(:func:`xaicli.methods.available_methods`) gets one, in the registry's order. A method whose name a
+reference library implements (:data:`benchmarks.references.IMPLEMENTED_BY`) is timed against it; any
+other method still gets a row, with xaicli's rate and the reference columns empty. What is written here
+by hand is only data about methods: the options that align xaicli with the reference and the speed-up
+each row must reach.
+"""
+
+from __future__ import annotations
+
+EXTRA_ROWS = ("forward", "topk", "e2e")
+"""Rows that are not one method: a plain forward pass, Grad-CAM top-3 vs top-1, the end-to-end run."""
+
+ALIGNMENT: dict[str, dict] = {
+    "gradcam_pp": {"alpha_norm": False},
+    "scorecam": {"weights": "channel_softmax", "mask_align_corners": True},
+    "integrated_gradients": {"steps": 50, "chunk_size": 64},
+    "smoothgrad": {"samples": 25, "chunk_size": 64},
+}
+"""Method options for the comparison: they align xaicli with the reference's formulation so that the
+agreement column is meaningful (Grad-CAM++ without alpha normalisation, Score-CAM's channel softmax and
+align-corners masks are pytorch-grad-cam's; 50 path points and 25 noisy copies, 64 model inputs per
+forward pass on both sides); they do not change the cost. Options this xaicli build lacks are dropped;
+methods not named here run with their defaults."""
+
+TARGETS: dict[str, float] = {
+    "gradcam": 3.0,
+    "gradcam_pp": 3.0,
+    "scorecam": 1.2,
+    "integrated_gradients": 1.0,
+    "smoothgrad": 1.0,
+}
+"""Required speed-up of xaicli over the reference (images/s ratio); methods not named here have none."""
+
+
+def method_rows() -> tuple[str, ...]:
+    """One row per registered method, in the registry's order (imports the registry, hence torch)."""
+    from xaicli.methods import available_methods
+
+    return tuple(available_methods())
+
+
+def heavy_rows() -> tuple[str, ...]:
+    """The slow rows (fewer images and repeats): methods that run many model inputs per image
+    (the ``chunked`` capability: Score-CAM, integrated gradients, SmoothGrad)."""
+    from xaicli.methods import methods_where
+
+    return tuple(methods_where(chunked=True))
+
+
+def all_rows() -> tuple[str, ...]:
+    return (*method_rows(), *EXTRA_ROWS)
+
+
+def comparison(method: str) -> tuple[dict, float | None]:
+    """(options for the comparison, required speed-up or None) of a method row."""
+    return dict(ALIGNMENT.get(method, {})), TARGETS.get(method)

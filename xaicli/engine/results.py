@@ -1,0 +1,106 @@
+"""Typed results of the engine: what a batch of explanations is, independent of where it goes next.
+
+Sinks (the files + manifest writer, the figure collector, later metric collectors) all read these types,
+so none of them rebuilds a result by hand or parses strings back into numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from xaicli.engine.discover import InputImage
+
+MapKey = tuple[str, str | None]
+"""(method, layer) of one map; layer ``None`` for methods that explain the input itself."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Which target of an image a map explains: the k-th predicted class or a fixed class.
+
+    ``kind`` "top": ``index`` is the rank (1 = predicted class); "class": ``index`` is the class index.
+    Its :attr:`name` ("top1", "class7") is what the manifest and output file names carry.
+    """
+
+    kind: Literal["top", "class"]
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.index}"
+
+    @property
+    def rank(self) -> int | None:
+        """The prediction rank for top-k slots, else None."""
+        return self.index if self.kind == "top" else None
+
+    def label(self, classes: list[str]) -> str:
+        """For people: 'top-2', 'class Sneaker'."""
+        if self.kind == "top":
+            return f"top-{self.index}"
+        return f"class {classes[self.index]}" if 0 <= self.index < len(classes) else self.name
+
+    @classmethod
+    def parse(cls, name: str) -> Slot:
+        """The slot of a manifest's ``slot`` field ("top1", "class7")."""
+        for kind in ("top", "class"):
+            if name.startswith(kind) and name[len(kind):].isdigit():
+                return cls(kind, int(name[len(kind):]))  # type: ignore[arg-type]
+        raise ValueError(f"not a slot name: {name!r}")
+
+
+@dataclass
+class Explanations:
+    """Every map of a batch of images, as one :meth:`~xaicli.engine.Explainer.explain_batch` returns it.
+
+    targets (B, K) class indices; probs (B, K) softmax probability of each target; maps
+    {(method, layer): (B, K, H, W) float32}; extras {(method, name): (B, K)} per-map diagnostics
+    (e.g. integrated gradients' completeness gap). On the explainer's device.
+    """
+
+    targets: Tensor
+    probs: Tensor
+    maps: dict[MapKey, Tensor] = field(default_factory=dict)
+    extras: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    @classmethod
+    def cat(cls, parts: list[Explanations]) -> Explanations:
+        """Concatenate along the batch dimension (pieces of one batch, in order)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        return cls(torch.cat([p.targets for p in parts]), torch.cat([p.probs for p in parts]),
+                   {k: torch.cat([p.maps[k] for p in parts]) for k in first.maps},
+                   {k: torch.cat([p.extras[k] for p in parts]) for k in first.extras})
+
+    def cpu(self) -> Explanations:
+        return Explanations(self.targets.cpu(), self.probs.cpu(), {k: v.cpu() for k, v in self.maps.items()},
+                            {k: v.cpu() for k, v in self.extras.items()})
+
+
+@dataclass
+class ExplainedBatch:
+    """One batch as it leaves :func:`~xaicli.engine.stream.explain_items`.
+
+    ``items``/``images``/``result``: the images that were explained, their display images (B, C, H, W)
+    in [0, 1] (exactly what the model saw, before normalisation; on the CPU) and their explanations (on
+    the device); empty/None when none was. ``failures``: the images that could not be read or explained,
+    with a one-line reason each.
+    """
+
+    items: list[InputImage]
+    images: Tensor | None
+    result: Explanations | None
+    failures: list[tuple[InputImage, str]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Images this batch accounts for (explained + failed): the progress step."""
+        return len(self.items) + len(self.failures)

@@ -1,0 +1,89 @@
+"""``xaicli explain``: discover the images, build one explainer, stream them through it into the sinks.
+
+The sinks are the files + manifest writer (:mod:`.write`) and, when figures are asked for, the figure
+collector (:mod:`.figures`); the HTML report is refreshed at the end (:mod:`.report`). Under ``torchrun``
+with several processes, :mod:`.distributed` runs :func:`explain_shard` once per rank and merges.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from xaicli.config import Config
+from xaicli.engine import Explainer, explain_items
+from xaicli.engine.discover import InputImage, discover_images
+from xaicli.errors import ExitCode
+from xaicli.outputs.layout import MANIFEST, RUN_JSON
+from xaicli.runs.figures import FigureCollector, recompute_skipped, write_figures
+from xaicli.runs.progress import NullProgress, ProgressSink
+from xaicli.runs.report import write_report
+from xaicli.runs.summary import RunSummary
+from xaicli.runs.write import ExplanationWriter
+
+
+def run_explain(cfg: Config, inputs: Sequence[str], outdir: Path, *, overwrite: bool = False,
+                progress: ProgressSink | None = None) -> tuple[RunSummary | None, ExitCode]:
+    """The whole ``xaicli explain`` command: :func:`explain` in one process, or this rank's part of a
+    ``torchrun`` launch (:mod:`.distributed`; only rank 0 reports, the summary is None on the others)."""
+    from xaicli.runs.distributed import distributed_env, explain_distributed
+
+    env = distributed_env()
+    if env is None:
+        summary = explain(cfg, inputs, outdir, overwrite=overwrite, progress=progress)
+        return summary, summary.exit_code
+    return explain_distributed(cfg, inputs, outdir, env, overwrite=overwrite,
+                               progress=progress if env.rank == 0 else None)
+
+
+def explain(cfg: Config, inputs: Sequence[str], outdir: Path, *, overwrite: bool = False,
+            progress: ProgressSink | None = None) -> RunSummary:
+    """Explain every image under ``inputs`` into ``outdir``, with the figures and report ``cfg`` asks for.
+    Per-image failures are recorded in the summary and the manifest, never raised."""
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    items = discover_images(inputs)
+    explainer = Explainer(cfg, fold_batchnorms=True, functional_relu=True)  # the CLI owns its model
+    figures = None
+    if cfg.figures.topk or cfg.figures.compare:
+        order = {it.path: i for i, it in enumerate(items)}
+        figures = FigureCollector.for_explainer(explainer, cfg.figures.images_per_class, order)
+    summary = explain_shard(cfg, explainer, items, inputs, outdir, overwrite=overwrite, progress=progress,
+                            sinks=[figures] if figures else [], t0=t0)
+    if figures is not None:
+        if summary.images_skipped:
+            recompute_skipped(explainer, items, figures, outdir, summary, progress)
+        write_figures(cfg, figures, outdir, progress)
+    if cfg.figures.html:
+        progress.note(f"report: {write_report(outdir)}")
+    return summary
+
+
+def explain_shard(cfg: Config, explainer: Explainer, items: Sequence[InputImage], inputs: Sequence[str],
+                  outdir: Path, *, overwrite: bool = False, progress: ProgressSink | None = None,
+                  sinks: Sequence = (), manifest_name: str = MANIFEST, run_json_name: str = RUN_JSON,
+                  done_manifests: Sequence[Path] = (), t0: float | None = None) -> RunSummary:
+    """The explain loop over ``items``: files + manifest (+ ``sinks``, each called with every batch).
+
+    ``manifest_name``/``run_json_name``/``done_manifests`` let a distributed rank write its own shard
+    while counting the merged manifest's rows as done.
+    """
+    progress = progress or NullProgress()
+    t0 = time.perf_counter() if t0 is None else t0
+    writer = ExplanationWriter(cfg, explainer, outdir, inputs, overwrite=overwrite, progress=progress,
+                               manifest_name=manifest_name, run_json_name=run_json_name,
+                               done_manifests=done_manifests, t0=t0)
+    writer.summary.timings["load_model"] = time.perf_counter() - t0
+    todo = writer.pending(items)
+    progress.start(len(todo), "explaining")
+    try:
+        with writer:
+            for batch in explain_items(explainer, todo, progress.note):
+                writer.add(batch)
+                for sink in sinks:
+                    sink(batch)
+                progress.advance(batch.count)
+    finally:
+        progress.stop()
+    return writer.summary

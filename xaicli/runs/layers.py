@@ -1,0 +1,28 @@
+"""``xaicli layers``: the model's modules with their output shapes, to pick layers for the CAM methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xaicli.config import Config
+from xaicli.models.layers import LayerInfo, default_layer, describe_layers
+from xaicli.models.loader import load_model
+
+
+@dataclass
+class LayerListing:
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    default_layer: str | None  # what CAM methods explain when the config names no layer
+    layers: list[LayerInfo]
+
+    def to_dict(self) -> dict:
+        return {"input_shape": list(self.input_shape), "default_layer": self.default_layer,
+                "layers": [{"name": i.name, "type": i.type,
+                            "output_shape": list(i.shape) if i.shape else None} for i in self.layers]}
+
+
+def list_layers(cfg: Config) -> LayerListing:
+    loaded = load_model(cfg)
+    shape = loaded.input_shape
+    infos = describe_layers(loaded.model, shape)
+    return LayerListing(shape, loaded.default_layer or default_layer(loaded.model, shape), infos)
