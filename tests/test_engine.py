@@ -327,7 +327,8 @@ def build():
 
 HOOK_MODULE = "xaicli_test_hook_models"
 CHEAP_OPTIONS = {"scorecam": {"max_n": 3, "chunk_size": 8}, "integrated_gradients": {"steps": 4},
-                 "smoothgrad": {"samples": 3}}
+                 "smoothgrad": {"samples": 3}, "rise": {"masks": 16}, "lime": {"samples": 16},
+                 "kernel_shap": {"samples": 16}}
 
 
 @pytest.fixture

@@ -14,8 +14,10 @@ from torch import Tensor, nn
 
 from xaicli.errors import ConfigError
 from xaicli.methods.base import TopK
-from xaicli.methods.gradient._base import clip_percentile, gaussian_blur, reduce_channels
+from xaicli.methods.gradient._base import reduce_channels
 from xaicli.methods.gradient._relu_rules import PATCHED_FUNCTIONS
+from xaicli.methods.input_space import gaussian_blur
+from xaicli.methods.postprocess import clip_percentile
 from xaicli.methods.registry import available_methods, create_method, methods_where
 
 RAW = {"normalise": False, "percentile_clip": 100.0}
@@ -25,6 +27,9 @@ FAST = {  # keep the expensive methods quick on 2 CPU cores
     "integrated_gradients": {"steps": 8},
     "smoothgrad": {"samples": 4},
     "scorecam": {"chunk_size": 16},
+    "rise": {"masks": 200},
+    "lime": {"samples": 100},
+    "kernel_shap": {"samples": 100},
 }
 
 

@@ -66,6 +66,7 @@ class OutputConfig:
     colormap: str = "jet"
     alpha: float = 0.5
     overlay_scale: int = 1
+    segments: bool = False  # draw superpixel boundaries on the overlays of lime, kernel_shap, ...
 
 
 @dataclass

@@ -148,15 +148,16 @@ def methods(
         typer.echo(json.dumps(found, indent=2, default=str))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="attribution methods", show_lines=True)
     for col in ("name", "family", "what it shows", "options (default)"):
         table.add_column(col, overflow="fold")
-    for name, m in found.items():
+    for name, m in found.items():  # escaped: option help such as "[h, w]" is text, not Rich markup
         opts = "\n".join(f"{k}={o['default']!r}: {o['help']}" for k, o in m["options"].items()) or "-"
         table.add_row(name, m["family"] + (" (layer)" if m["needs_layer"] else ""),
-                      f"{m['summary']}\n[dim]{m['paper']}[/dim]", opts)
+                      f"{escape(m['summary'])}\n[dim]{escape(m['paper'])}[/dim]", escape(opts))
     Console(width=max(120, Console().width)).print(table)
 
 

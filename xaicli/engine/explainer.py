@@ -109,6 +109,7 @@ class Explainer:
         logits = None
         maps: dict[MapKey, Tensor] = {}
         extras: dict[tuple[str, str], Tensor] = {}
+        segments: dict[str, Tensor] = {}
         with self.autocast():
             for pm in self.methods:
                 exp = pm.method.explain(x, spec, chunk_size=self.batching.chunk_size(pm.name),
@@ -120,10 +121,12 @@ class Explainer:
                     maps[(pm.name, layer)] = m.float()
                 for name, v in exp.extras.items():
                     extras[(pm.name, name)] = v
+                if exp.segments is not None:
+                    segments[pm.name] = exp.segments
             if logits is None:
                 with torch.no_grad():
                     logits = self.loaded.model(x)
-        return self._scored(logits, spec, maps, extras)
+        return self._scored(logits, spec, maps, extras, segments)
 
     def predict_batch(self, images: Tensor) -> Explanations:
         """The top-1 class and its probability of each image, from one plain forward pass (no maps)."""
@@ -132,12 +135,13 @@ class Explainer:
             logits = self.loaded.model(x)
         return self._scored(logits, TopK(1), {}, {})
 
-    def _scored(self, logits: Tensor, spec: TargetSpec, maps: dict, extras: dict) -> Explanations:
+    def _scored(self, logits: Tensor, spec: TargetSpec, maps: dict, extras: dict,
+                segments: dict | None = None) -> Explanations:
         targets = spec if isinstance(spec, Tensor) else logits.topk(spec.k, dim=1).indices
         if targets.shape[0] != logits.shape[0]:
             targets = targets.expand(logits.shape[0], -1)
         probs = logits.float().softmax(dim=1).gather(1, targets)
-        return Explanations(targets, probs, maps, extras)
+        return Explanations(targets, probs, maps, extras, segments or {})
 
     def is_signed(self, method_name: str) -> bool:
         """Whether the maps of the planned method ``method_name`` are signed ([-1, 1])."""

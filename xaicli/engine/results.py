@@ -59,13 +59,16 @@ class Explanations:
 
     targets (B, K) class indices; probs (B, K) softmax probability of each target; maps
     {(method, layer): (B, K, H, W) float32}; extras {(method, name): (B, K)} per-map diagnostics
-    (e.g. integrated gradients' completeness gap). On the explainer's device.
+    (e.g. integrated gradients' completeness gap); segments {method: (B, H, W) int32} the superpixel
+    labels of the methods that explain superpixels (overlays can draw their boundaries). On the
+    explainer's device.
     """
 
     targets: Tensor
     probs: Tensor
     maps: dict[MapKey, Tensor] = field(default_factory=dict)
     extras: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+    segments: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -78,11 +81,13 @@ class Explanations:
         first = parts[0]
         return cls(torch.cat([p.targets for p in parts]), torch.cat([p.probs for p in parts]),
                    {k: torch.cat([p.maps[k] for p in parts]) for k in first.maps},
-                   {k: torch.cat([p.extras[k] for p in parts]) for k in first.extras})
+                   {k: torch.cat([p.extras[k] for p in parts]) for k in first.extras},
+                   {k: torch.cat([p.segments[k] for p in parts]) for k in first.segments})
 
     def cpu(self) -> Explanations:
         return Explanations(self.targets.cpu(), self.probs.cpu(), {k: v.cpu() for k, v in self.maps.items()},
-                            {k: v.cpu() for k, v in self.extras.items()})
+                            {k: v.cpu() for k, v in self.extras.items()},
+                            {k: v.cpu() for k, v in self.segments.items()})
 
 
 @dataclass

@@ -97,12 +97,15 @@ class Explanation:
     ``logits`` is the clean forward pass when the method ran one (the engine reuses it to pick the
     targets of the next methods and to report scores). ``extras`` holds per-(image, target) diagnostics,
     each (B, K), that go into the manifest (e.g. the integrated-gradients completeness delta).
+    ``segments`` (B, H, W) int32: the superpixel label of every pixel, for methods whose features are
+    superpixels (LIME, Kernel SHAP, feature ablation), so overlays can draw their boundaries.
     """
 
     maps: dict[str | None, Tensor]
     targets: Tensor
     logits: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    segments: Tensor | None = None
 
 
 CHUNK_OPTION = Option(None, "model inputs per forward pass inside one image's computation (masked copies, "
@@ -136,7 +139,7 @@ class Method(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]
-    family: ClassVar[str]  # "cam" or "pixel"
+    family: ClassVar[str]  # "cam", "pixel" or "perturbation" (see registry.FAMILIES)
     options: ClassVar[Mapping[str, Option]] = {}
 
     # capabilities, read through the registry (see the module docstring)

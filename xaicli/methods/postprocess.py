@@ -1,10 +1,14 @@
-"""Post-processing shared by the methods: upsampling and normalisation, as named, documented steps.
+"""Post-processing shared by the methods: upsampling, clipping and normalisation, as named steps.
 
 Normalisation is per map (per image x target): ``(m - min) / (max - min)``, so every map uses the
-full [0, 1] range and a constant map (nothing to show) becomes all zeros rather than NaN.
+full [0, 1] range and a constant map (nothing to show) becomes all zeros rather than NaN; signed maps
+are divided by their largest magnitude instead (0 stays 0). Percentile clipping keeps a few extreme
+pixels from flattening the rest of a map (the pixel and perturbation families' ``percentile_clip``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,3 +42,17 @@ def maxabs_normalise(maps: Tensor) -> Tensor:
     scale = flat.abs().amax(-1, keepdim=True)
     out = torch.where(scale > _EPS, flat / scale.clamp_min(_EPS), torch.zeros_like(flat))
     return out.view_as(maps)
+
+
+def clip_percentile(maps: Tensor, percentile: float) -> Tensor:
+    """Clip each (H, W) map of (..., H, W) to [-q, q], q = nearest-rank ``percentile`` of its ``|map|``.
+
+    ``kthvalue`` rather than ``torch.quantile``: the latter refuses inputs above 16M elements.
+    """
+    if percentile >= 100:
+        return maps
+    flat = maps.flatten(-2)  # (..., H*W)
+    n = flat.shape[-1]
+    k = min(max(math.ceil(percentile / 100 * n), 1), n)
+    q = flat.abs().kthvalue(k, dim=-1, keepdim=True).values  # (..., 1)
+    return torch.clamp(flat, min=-q, max=q).view_as(maps)

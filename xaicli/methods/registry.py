@@ -2,8 +2,8 @@
 
 Each method module registers its class with :func:`register`; everything else (CLI choices, config
 validation, ``xaicli methods``, the README table, the contract tests) reads :func:`available_methods`.
-Method modules under ``xaicli.methods.cam`` and ``xaicli.methods.gradient`` are imported on first use,
-so adding a method is adding one file.
+Method modules under the packages of :data:`_PACKAGES` (``cam``, ``gradient``, ``perturbation``) are
+imported on first use, so adding a method is adding one file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from xaicli.methods.base import Method
 
 _REGISTRY: dict[str, type[Method]] = {}
 _LOADED = False
-_PACKAGES = ("xaicli.methods.cam", "xaicli.methods.gradient")
+_PACKAGES = ("xaicli.methods.cam", "xaicli.methods.gradient", "xaicli.methods.perturbation")
+FAMILIES = ("cam", "pixel", "perturbation")
+"""The method families in listing order (``xaicli methods``, the README table, the benchmark rows)."""
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -44,9 +46,14 @@ def _load_all() -> None:
 
 
 def available_methods() -> dict[str, type[Method]]:
-    """All registered methods, CAM family first, then by name."""
+    """All registered methods, by family (:data:`FAMILIES` order), then by name."""
     _load_all()
-    return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].family != "cam", kv[0])))
+
+    def order(item: tuple[str, type[Method]]) -> tuple[int, str]:
+        family = item[1].family
+        return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), item[0])
+
+    return dict(sorted(_REGISTRY.items(), key=order))
 
 
 def methods_where(**capabilities: bool) -> list[str]:

@@ -31,16 +31,43 @@ def blend(base: Tensor, heat: Tensor, alpha: float) -> Tensor:
 
 
 def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 0.5, signed: bool = False,
-            scale: int = 1) -> Tensor:
+            scale: int = 1, segments: Tensor | None = None) -> Tensor:
     """Blend heatmaps over images: ``(1 - alpha) * image + alpha * colour(map)``.
 
     images: (B, C, H, W) in [0, 1]; maps: (B, K, H, W) in [0, 1] ([-1, 1] if ``signed``, which then uses
     a diverging colormap unless one was chosen). Returns uint8 (B, K, H*scale, W*scale, 3); ``scale``
-    enlarges small inputs with nearest-neighbour so pixels stay visible.
+    enlarges small inputs with nearest-neighbour so pixels stay visible. ``segments`` (B, H, W) integer
+    superpixel labels: their boundaries are drawn over every target's overlay (:func:`mark_boundaries`).
     """
     if scale > 1:
         images = F.interpolate(images.float(), scale_factor=scale, mode="nearest")
         maps = F.interpolate(maps.float(), scale_factor=scale, mode="nearest")
     base = to_rgb(images.float())[:, None]  # (B, 1, H, W, 3)
     heat = apply_colormap(maps, colormap, signed)  # (B, K, H, W, 3)
-    return blend(base, heat, alpha)
+    pixels = blend(base, heat, alpha)
+    return pixels if segments is None else mark_boundaries(pixels, segments, scale)
+
+
+BOUNDARY_COLOUR = (255, 255, 0)
+"""Superpixel boundaries are drawn in yellow, as scikit-image's ``mark_boundaries``."""
+
+
+def boundaries(segments: Tensor, scale: int = 1) -> Tensor:
+    """(B, H, W) labels -> (B, H*scale, W*scale) bool: pixels whose right or lower neighbour (at the
+    enlarged size) belongs to another superpixel, so each boundary is one pixel wide."""
+    labels = segments[:, None].float()
+    if scale > 1:
+        labels = F.interpolate(labels, scale_factor=scale, mode="nearest")
+    labels = labels[:, 0]
+    edge = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    edge[:, :, :-1] |= labels[:, :, :-1] != labels[:, :, 1:]
+    edge[:, :-1, :] |= labels[:, :-1, :] != labels[:, 1:, :]
+    return edge
+
+
+def mark_boundaries(pixels: Tensor, segments: Tensor, scale: int = 1) -> Tensor:
+    """Paint the boundaries of ``segments`` (B, H, W) in :data:`BOUNDARY_COLOUR` on uint8 overlays
+    (B, K, H*scale, W*scale, 3)."""
+    edge = boundaries(segments.to(pixels.device), scale)[:, None, :, :, None]  # (B, 1, H', W', 1)
+    colour = torch.tensor(BOUNDARY_COLOUR, dtype=torch.uint8, device=pixels.device)
+    return torch.where(edge, colour, pixels)

@@ -104,8 +104,9 @@ class ExplanationWriter:
         futures, rows = [], []
         write = self._pool.submit
         for (method, layer), m in result.maps.items():
-            over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale
-                           ).cpu().numpy() if out.overlays else None
+            segments = result.segments.get(method) if out.segments else None
+            over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale,
+                           segments).cpu().numpy() if out.overlays else None
             arr = m.cpu().numpy() if out.maps else None
             extras = {name: v.float().cpu().tolist() for (meth, name), v in result.extras.items()
                       if meth == method}

@@ -21,7 +21,6 @@ Everything stays on the input's device.
 
 from __future__ import annotations
 
-import math
 import warnings
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
@@ -30,14 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xaicli.errors import ConfigError
-from xaicli.methods.base import Call, Explanation, InputRange, Method, Option, TargetSpec, resolve_targets
+from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.gradient._relu_rules import Rule, relu_rules
 from xaicli.methods.hooks import inference_state
-from xaicli.methods.postprocess import maxabs_normalise, minmax_normalise
+from xaicli.methods.postprocess import clip_percentile, maxabs_normalise, minmax_normalise
 
 REDUCTIONS = ("abs_max", "abs_sum", "sum", "l2")
 
@@ -121,20 +119,6 @@ def reduce_channels(attr: Tensor, how: str) -> Tensor:
     raise ValueError(f"unknown reduction {how!r}; expected one of {REDUCTIONS}")
 
 
-def clip_percentile(maps: Tensor, percentile: float) -> Tensor:
-    """Clip each (H, W) map of (..., H, W) to [-q, q], q = nearest-rank ``percentile`` of its ``|map|``.
-
-    ``kthvalue`` rather than ``torch.quantile``: the latter refuses inputs above 16M elements.
-    """
-    if percentile >= 100:
-        return maps
-    flat = maps.flatten(-2)  # (..., H*W)
-    n = flat.shape[-1]
-    k = min(max(math.ceil(percentile / 100 * n), 1), n)
-    q = flat.abs().kthvalue(k, dim=-1, keepdim=True).values  # (..., 1)
-    return torch.clamp(flat, min=-q, max=q).view_as(maps)
-
-
 def input_gradients(
     model: nn.Module, x: Tensor, targets: TargetSpec, rule: Rule | None = None, functional_relu: bool = False
 ) -> Attribution:
@@ -166,31 +150,3 @@ def row_chunks(rows: int, size: int, device: torch.device) -> Iterator[tuple[ran
     for start in range(0, rows, size):
         stop = min(start + size, rows)
         yield range(start, stop), torch.arange(start, stop, device=device)
-
-
-def input_bounds(x: Tensor, input_range: InputRange | None) -> tuple[Tensor, Tensor]:
-    """Lowest and highest valid input value per channel, broadcastable to ``x`` (B, C, H, W).
-
-    From ``input_range`` when known ((1, C, 1, 1) each), otherwise each image's own
-    per-channel minimum and maximum ((B, C, 1, 1) each).
-    """
-    if input_range is not None:
-        lo, hi = (t.to(device=x.device, dtype=x.dtype).view(1, -1, 1, 1) for t in input_range)
-        return lo, hi
-    return x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
-
-
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of (B, C, H, W) with reflect padding; radius ceil(3 sigma), capped by size."""
-    if sigma <= 0:
-        return x
-    radius = min(math.ceil(3 * sigma), x.shape[-2] - 1, x.shape[-1] - 1)
-    if radius < 1:
-        return x
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()  # (2r+1,)
-    c = x.shape[1]
-    out = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)  # along W
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)  # along H

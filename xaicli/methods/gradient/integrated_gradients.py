@@ -38,11 +38,10 @@ from xaicli.methods.gradient._base import (
     PIXEL_OPTIONS,
     Attribution,
     PixelMethod,
-    gaussian_blur,
-    input_bounds,
     row_chunks,
 )
 from xaicli.methods.hooks import inference_state
+from xaicli.methods.input_space import gaussian_blur, input_bounds
 from xaicli.methods.registry import register
 
 QUADRATURES = ("riemann_trapezoid", "gausslegendre", "riemann_left", "riemann_right", "riemann_middle")

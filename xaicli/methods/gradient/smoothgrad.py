@@ -37,10 +37,10 @@ from xaicli.methods.gradient._base import (
     PIXEL_OPTIONS,
     Attribution,
     PixelMethod,
-    input_bounds,
     row_chunks,
 )
 from xaicli.methods.hooks import inference_state
+from xaicli.methods.input_space import input_bounds
 from xaicli.methods.registry import get_method, methods_where, register
 
 VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
