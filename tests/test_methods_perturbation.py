@@ -383,3 +383,44 @@ def test_a_traced_model_gives_the_same_maps_as_the_eager_one():
         eager = create_method(name, model, options=cheap(name)).explain(x, TopK(2)).maps[None]
         script = create_method(name, traced, options=cheap(name)).explain(x, TopK(2)).maps[None]
         torch.testing.assert_close(script, eager, rtol=1e-5, atol=1e-5)
+
+
+# --- in a run: manifest, run.json, overlays with superpixel boundaries --------------------------------------
+
+
+def test_explain_run_records_seeds_and_superpixels_and_draws_boundaries(cli, tmp_path, write_config,
+                                                                       tiny_config, image_tree):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    tiny_config["methods"] = [
+        {"name": "lime", "options": {"segments": "grid", "n_segments": 12, "samples": 24, "seed": 7}},
+        {"name": "rise", "options": {"masks": 24, "seed": 5}},
+        {"name": "kernel_shap", "options": {"samples": 24}},  # SLIC on the images
+    ]
+    tiny_config["output"] = {"segments": True, "overlay_scale": 2}
+    out = tmp_path / "out"
+    res = cli("explain", image_tree, "-c", write_config(tmp_path, tiny_config), "-o", out)
+    assert res.exit_code == 0, res
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 3 * 2 and all(r["status"] == "ok" for r in rows)
+    run = json.loads((out / "run.json").read_text())
+    options = {m["name"]: m["options"] for m in run["config"]["methods"]}
+    assert [options[m]["seed"] for m in ("lime", "rise", "kernel_shap")] == [7, 5, 0]
+    labels = grid_labels(16, 20, 12).repeat_interleave(2, 0).repeat_interleave(2, 1).numpy()  # overlay scale
+    edge = np.zeros_like(labels, dtype=bool)
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    for row in rows:
+        overlay = np.asarray(Image.open(out / row["overlay"]))
+        yellow = (overlay == (255, 255, 0)).all(axis=-1)
+        assert np.load(out / row["map"]).min() >= (0 if row["method"] == "rise" else -1)
+        if row["method"] == "lime":
+            assert row["superpixels"] == 12 and 0 <= row["lime_r2"] <= 1
+            assert np.array_equal(yellow, edge)
+        elif row["method"] == "kernel_shap":
+            assert row["superpixels"] >= 1 and yellow.any() == (row["superpixels"] > 1)
+        else:
+            assert "superpixels" not in row and not yellow.any()  # RISE has no superpixels
