@@ -16,6 +16,18 @@ normalised input tensor on the model's device:
   xaicli's ``chunk_size``). Captum needs explicit targets: they are computed once, outside the timed
   call, which favours Captum by one forward pass per batch.
 
+* Captum's perturbation methods (:func:`perturbation_references`): ``Occlusion`` (xaicli's window and
+  stride, baseline 0 = xaicli's ``fill: mean``), ``FeatureAblation``, ``Lime`` and ``KernelShap`` (1,000
+  samples) on the same SLIC superpixels, computed inside the timed call as a user would (Lime and
+  KernelShap one image per call, as Captum recommends; Lime with lime's kernel in the interpretable
+  space as its ``similarity_func`` and ``SkLearnRidge(alpha)``, so the agreement column compares the same
+  estimator with different random samples). One reference per ``perturbations_per_eval`` in
+  :data:`PERTURBATIONS_PER_EVAL`; the suite keeps the fastest ("its best perturbations_per_eval").
+* RISE (:class:`RisePaperCode`): the authors' ``explanations.py`` (github.com/eclique/RISE) as a
+  straightforward batched PyTorch implementation: 2,000 masks generated once with NumPy and
+  scikit-image's ``resize`` (not timed, like their ``generate_masks``/``load_masks``), then per image
+  ``masks * x`` in batches of ``gpu_batch`` = 100, softmax, and the target's row of ``p^T masks / N / p``.
+
 Only the library call is timed; turning Captum's raw attributions into maps for the agreement column
 (:meth:`Reference.to_maps`) happens afterwards.
 """
@@ -33,17 +45,25 @@ from torch import Tensor, nn
 
 PGC = "pytorch_grad_cam"
 CAPTUM = "captum"
+PAPER_CODE = "paper code"
+"""The "library" of a reference written out here from a paper's published code (RISE)."""
 
 PGC_CLASSES = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorecam": "ScoreCAM"}
 CAPTUM_METHODS = ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", "integrated_gradients",
                   "smoothgrad")
 
-IMPLEMENTED_BY: dict[str, str] = {**dict.fromkeys(PGC_CLASSES, PGC), **dict.fromkeys(CAPTUM_METHODS, CAPTUM)}
+CAPTUM_PERTURBATION = {"occlusion": "Occlusion", "feature_ablation": "FeatureAblation", "lime": "Lime",
+                       "kernel_shap": "KernelShap"}
+PERTURBATIONS_PER_EVAL = (16, 64, 128)
+"""Captum's ``perturbations_per_eval`` candidates for the perturbation rows; the fastest is used."""
+
+IMPLEMENTED_BY: dict[str, str] = {**dict.fromkeys(PGC_CLASSES, PGC), **dict.fromkeys(CAPTUM_METHODS, CAPTUM),
+                                  **dict.fromkeys(CAPTUM_PERTURBATION, CAPTUM), "rise": PAPER_CODE}
 """xaicli method name -> the reference library that implements it (adapters below)."""
 
 
 def reference_available(library: str) -> bool:
-    return importlib.util.find_spec(library) is not None
+    return library == PAPER_CODE or importlib.util.find_spec(library) is not None
 
 
 @dataclass
@@ -118,3 +138,121 @@ def make_reference(kind: str, model: nn.Module, layer: nn.Module | None, **captu
 def reference_library(kind: str) -> str | None:
     """The library implementing xaicli method ``kind`` (:data:`IMPLEMENTED_BY`), None when none does."""
     return IMPLEMENTED_BY.get(kind)
+
+
+# --- perturbation methods ------------------------------------------------------------------------------
+
+
+def perturbation_references(kind: str, model: nn.Module, method, input_range: tuple[Tensor, Tensor]
+                            ) -> list[Reference]:
+    """The references of xaicli perturbation method ``kind``, aligned with the xaicli ``method`` instance
+    (its window, superpixels, samples, kernel): one per Captum ``perturbations_per_eval`` candidate, or
+    the RISE paper's code. ``to_maps`` post-processes like ``method``. Empty when the library is missing."""
+    library = reference_library(kind)
+    if library is None or not reference_available(library):
+        return []
+
+    def to_maps(out: Tensor) -> Tensor:  # (B, C, H, W) or (B, H, W) raw -> (B, H, W) like xaicli's maps
+        raw = out.detach().float()
+        raw = raw[:, :1] if raw.dim() == 4 else raw[:, None]
+        return method.postprocess(raw)[:, 0].cpu()
+
+    if library == PAPER_CODE:
+        o = method.opts
+        rise = RisePaperCode(model, o["masks"], o["grid"], o["p"], seed=o["seed"])
+        return [Reference(name=f"RISE paper code, batched PyTorch ({o['masks']} masks, gpu_batch "
+                               f"{rise.gpu_batch})", run=rise, to_maps=to_maps)]
+    return [Reference(name=f"captum {CAPTUM_PERTURBATION[kind]} (perturbations_per_eval={ppe})",
+                      run=_captum_perturbation(kind, model, method, input_range, ppe), to_maps=to_maps)
+            for ppe in PERTURBATIONS_PER_EVAL]
+
+
+def _captum_perturbation(kind: str, model: nn.Module, method, input_range: tuple[Tensor, Tensor],
+                         ppe: int) -> Callable[[Tensor, Tensor], Tensor]:
+    from captum import attr
+
+    o = method.opts
+    if kind == "occlusion":
+        algo = attr.Occlusion(model)
+
+        def occlusion(x: Tensor, targets: Tensor) -> Tensor:
+            (wh, ww), (sh, sw) = method.geometry(*x.shape[-2:])
+            c = x.shape[1]
+            return algo.attribute(x, sliding_window_shapes=(c, wh, ww), strides=(c, sh, sw), target=targets,
+                                  baselines=0.0, perturbations_per_eval=ppe)
+
+        return occlusion
+    if kind == "feature_ablation":
+        ablation = attr.FeatureAblation(model)
+
+        def feature_ablation(x: Tensor, targets: Tensor) -> Tensor:
+            labels, _ = method.superpixels(x, input_range)  # SLIC per image, as a user would
+            return ablation.attribute(x, target=targets, feature_mask=labels[:, None].long(),
+                                      perturbations_per_eval=ppe)
+
+        return feature_ablation
+    if kind == "lime":
+        from captum._utils.models.linear_model import SkLearnRidge
+
+        algo = attr.Lime(model, interpretable_model=SkLearnRidge(alpha=o["alpha"]),
+                         similarity_func=lambda _x, _p, z, **_kw: method.kernel(z.float()))
+    else:
+        algo = attr.KernelShap(model)
+
+    def per_image(x: Tensor, targets: Tensor) -> Tensor:
+        labels, _ = method.superpixels(x, input_range)
+        return torch.cat([algo.attribute(x[i : i + 1], target=int(targets[i]), n_samples=o["samples"],
+                                         feature_mask=labels[i : i + 1, None].long(),
+                                         perturbations_per_eval=ppe)
+                          for i in range(x.shape[0])])
+
+    return per_image
+
+
+class RisePaperCode:
+    """RISE as the authors' ``explanations.py`` computes it, batched in PyTorch (module docstring).
+
+    Masks (eq. 3 and the random shift): ``grid = rand(N, s, s) < p``; each grid is resized with
+    ``skimage.transform.resize(order=1, mode="reflect", anti_aliasing=False)`` to ``(s + 1) * cell`` and
+    cropped at a random offset in ``[0, cell)``. Saliency (eq. 6): ``p(target | masks * x)^T masks / N / p``,
+    for the target class only (their code multiplies all 1,000 classes; one row is the fair comparison).
+    """
+
+    gpu_batch = 100  # the authors' default
+
+    def __init__(self, model: nn.Module, n: int, s: int, p: float, seed: int = 0):
+        self.model, self.n, self.s, self.p, self.seed = model, n, s, p, seed
+        self.masks: Tensor | None = None  # (N, 1, H, W), made on the first call (input size known then)
+
+    def generate_masks(self, size: tuple[int, int], device: torch.device) -> Tensor:
+        import numpy as np
+        from skimage.transform import resize
+
+        rng = np.random.default_rng(self.seed)
+        cell = np.ceil(np.array(size) / self.s).astype(int)
+        up = (self.s + 1) * cell
+        grid = (rng.random((self.n, self.s, self.s)) < self.p).astype("float32")
+        masks = np.empty((self.n, *size), dtype="float32")
+        for i in range(self.n):
+            dy, dx = rng.integers(0, cell[0]), rng.integers(0, cell[1])
+            masks[i] = resize(grid[i], up, order=1, mode="reflect", anti_aliasing=False
+                              )[dy : dy + size[0], dx : dx + size[1]]
+        return torch.from_numpy(masks)[:, None].to(device)
+
+    def prepare(self, x: Tensor) -> None:
+        """Make the masks (not timed: the authors generate them once and load them from disk)."""
+        if self.masks is None or tuple(self.masks.shape[-2:]) != tuple(x.shape[-2:]):
+            self.masks = self.generate_masks(tuple(x.shape[-2:]), x.device)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, targets: Tensor) -> Tensor:
+        self.prepare(x)
+        masks = self.masks
+        h, w = x.shape[-2:]
+        out = []
+        for i in range(x.shape[0]):
+            stack = torch.mul(masks, x[i : i + 1])  # (N, C, H, W)
+            p = torch.cat([self.model(stack[j : j + self.gpu_batch]).softmax(dim=1)[:, int(targets[i])]
+                           for j in range(0, self.n, self.gpu_batch)])  # (N,)
+            out.append((p @ masks.view(self.n, h * w)).view(h, w) / self.n / self.p)
+        return torch.stack(out)

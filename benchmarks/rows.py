@@ -18,12 +18,18 @@ ALIGNMENT: dict[str, dict] = {
     "scorecam": {"weights": "channel_softmax", "mask_align_corners": True},
     "integrated_gradients": {"steps": 50, "chunk_size": 64},
     "smoothgrad": {"samples": 25, "chunk_size": 64},
+    "occlusion": {"score": "logit", "fill": "mean"},
+    "feature_ablation": {"score": "logit", "fill": "mean"},
+    "lime": {"score": "logit", "fill": "mean", "samples": 1000},
+    "kernel_shap": {"score": "logit", "fill": "mean", "samples": 1000},
+    "rise": {"score": "probability", "fill": "mean", "masks": 2000},
 }
 """Method options for the comparison: they align xaicli with the reference's formulation so that the
 agreement column is meaningful (Grad-CAM++ without alpha normalisation, Score-CAM's channel softmax and
 align-corners masks are pytorch-grad-cam's; 50 path points and 25 noisy copies, 64 model inputs per
-forward pass on both sides); they do not change the cost. Options this xaicli build lacks are dropped;
-methods not named here run with their defaults."""
+forward pass on both sides; the perturbation methods score logits like Captum with ``forward_func=model``
+and fill with Captum's baseline 0, RISE scores probabilities like the paper's code); they do not change
+the cost. Options this xaicli build lacks are dropped; methods not named here run with their defaults."""
 
 TARGETS: dict[str, float] = {
     "gradcam": 3.0,
@@ -31,6 +37,10 @@ TARGETS: dict[str, float] = {
     "scorecam": 1.2,
     "integrated_gradients": 1.0,
     "smoothgrad": 1.0,
+    "occlusion": 3.0,
+    "lime": 3.0,
+    "kernel_shap": 3.0,
+    "rise": 2.0,
 }
 """Required speed-up of xaicli over the reference (images/s ratio); methods not named here have none."""
 
@@ -48,6 +58,13 @@ def heavy_rows() -> tuple[str, ...]:
     from xaicli.methods import methods_where
 
     return tuple(methods_where(chunked=True))
+
+
+def perturbation_rows() -> tuple[str, ...]:
+    """The perturbation methods (thousands of forward passes per image: the fewest images per row)."""
+    from xaicli.methods import methods_where
+
+    return tuple(methods_where(family="perturbation"))
 
 
 def all_rows() -> tuple[str, ...]:

@@ -29,13 +29,22 @@ import torch
 from torch import Tensor
 
 from benchmarks.measure import Timing, pearson, sync, synthetic_images
-from benchmarks.references import CAPTUM, PGC, make_reference, reference_available, reference_library
-from benchmarks.rows import all_rows, comparison, heavy_rows, method_rows
+from benchmarks.references import (
+    CAPTUM,
+    PGC,
+    Reference,
+    make_reference,
+    perturbation_references,
+    reference_available,
+    reference_library,
+)
+from benchmarks.rows import all_rows, comparison, heavy_rows, method_rows, perturbation_rows
 
 #: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
 #: every registered method (see :mod:`benchmarks.rows`)
 COMPARISONS: dict[str, tuple[dict, float | None]] = {name: comparison(name) for name in method_rows()}
 HEAVY = heavy_rows()  # the ``chunked`` methods: fewer images and repeats
+PERTURBATION = perturbation_rows()  # thousands of forward passes per image: fewer images still
 ALL_ROWS = all_rows()
 SCORECAM_MAX_N = 64
 SCORECAM_MAX_N_TARGET = 6.0
@@ -51,6 +60,7 @@ class BenchOptions:
     images: int = 64  # per timed call, for the fast rows
     heavy_images: int = 4  # per timed call, for integrated gradients and SmoothGrad
     scorecam_images: int = 2  # per timed call, for Score-CAM (every channel is a forward pass per image)
+    perturbation_images: int = 2  # per timed call, for the perturbation methods (RISE: 2,000 forwards/image)
     repeats: int = 5
     heavy_repeats: int = 3
     device: str = "cpu"
@@ -66,8 +76,8 @@ class BenchOptions:
     def quick(self) -> BenchOptions:
         """A smoke run in a minute or two: few images, few repeats (numbers are indicative only)."""
         return replace(self, batch=min(self.batch, 8), images=min(self.images, 8), heavy_images=1,
-                       scorecam_images=1, repeats=2, heavy_repeats=1, e2e_images=min(self.e2e_images, 16),
-                       e2e_repeats=1, is_quick=True)
+                       scorecam_images=1, perturbation_images=1, repeats=2, heavy_repeats=1,
+                       e2e_images=min(self.e2e_images, 16), e2e_repeats=1, is_quick=True)
 
 
 @dataclass
@@ -309,6 +319,8 @@ class Suite:
         n = opts.images
         if name in HEAVY:
             n = opts.scorecam_images if name == "scorecam" else opts.heavy_images
+        if name in PERTURBATION:
+            n = opts.perturbation_images
         batch = min(opts.batch, n)
         repeats = opts.heavy_repeats if name in HEAVY else opts.repeats
         images = self.images[:n]
@@ -319,13 +331,17 @@ class Suite:
         library = reference_library(name)
         if library is not None and not reference_available(library):
             self.report.notes.append(f"{name}: {library} is not installed, reference row skipped")
-        elif library is not None:
+        # the slow rows warm up on one image: enough for lazy initialisation at a fraction of the cost
+        warm_images = images[:1] if name in HEAVY else images
+        if library is not None and reference_available(library) and name in PERTURBATION:
+            ref = self.fastest(perturbation_references(name, self.ref_model, explainer.methods[0].method,
+                                                       (lo.flatten(), hi.flatten())),
+                               explainer, warm_images, batch)
+        elif library is not None and reference_available(library):
             ref = make_reference(name, self.ref_model, module, baseline=lo,
                                  stdev=0.15 * float((hi - lo).mean()),
                                  chunk_size=options.get("chunk_size", 64),
                                  reduce=self._pixel_maps(explainer))
-        # the slow rows warm up on one image: enough for lazy initialisation at a fraction of the cost
-        warm_images = images[:1] if name in HEAVY else images
         try:
             ours = self.engine_fn(explainer, images, batch)
             ref_run = self.reference_fn(ref, explainer, images, batch) if ref else None
@@ -350,6 +366,27 @@ class Suite:
                      seconds={"xaicli": ta.seconds, **({"reference": tb.seconds} if tb else {})}))
         if name == "scorecam":
             self.scorecam_max_n_row(ta, tb, images, batch, repeats)
+
+    def fastest(self, candidates: list[Reference], explainer, images: Tensor, batch: int) -> Reference | None:
+        """The candidate (e.g. one per Captum ``perturbations_per_eval``) that explains ``images`` fastest,
+        each timed once after a warm-up on them; the others are closed."""
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        seconds = []
+        for ref in candidates:
+            run = self.reference_fn(ref, explainer, images, batch)
+            run()
+            sync(self.device)
+            t0 = time.perf_counter()
+            run()
+            sync(self.device)
+            seconds.append(time.perf_counter() - t0)
+            self.log(f"  {ref.name}: {seconds[-1]:.2f}s on {images.shape[0]} image(s)")
+        best = min(range(len(candidates)), key=seconds.__getitem__)
+        for i, ref in enumerate(candidates):
+            if i != best:
+                ref.close()
+        return candidates[best]
 
     def reference_fn(self, ref, explainer, images: Tensor, batch: int) -> Callable[[], list]:
         """The reference library on the same images, normalised, with targets computed beforehand."""
