@@ -29,6 +29,8 @@ def bench(
     heavy_images: Annotated[int, typer.Option(min=1, help="Images per timed repeat for the other chunked "
                                               "methods (integrated gradients, SmoothGrad).")] = 4,
     scorecam_images: Annotated[int, typer.Option(min=1, help="Images per timed repeat for Score-CAM.")] = 2,
+    perturbation_images: Annotated[int, typer.Option(
+        min=1, help="Images per timed repeat for the perturbation methods (occlusion, RISE, LIME...).")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per row (median reported).")] = 5,
     heavy_repeats: Annotated[int, typer.Option(min=1, help="Timed repeats for the heavy rows (the chunked "
                                                "methods).")] = 3,
@@ -57,7 +59,8 @@ def bench(
 
     rows = [r.strip() for m in methods or [] for r in m.split(",") if r.strip()] or None
     opts = BenchOptions(model=model, size=size, batch=batch, images=images, heavy_images=heavy_images,
-                        scorecam_images=scorecam_images, repeats=repeats, heavy_repeats=heavy_repeats,
+                        scorecam_images=scorecam_images, perturbation_images=perturbation_images,
+                        repeats=repeats, heavy_repeats=heavy_repeats,
                         device=device, precision=precision, methods=rows, e2e_images=e2e_images,
                         e2e_repeats=e2e_repeats, workdir=workdir, user_script=user_script)
     if quick:

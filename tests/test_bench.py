@@ -116,3 +116,28 @@ def test_xaicli_bench_outside_a_checkout_exits_2_with_one_line(cli, monkeypatch,
         lines = [ln for ln in (res.stderr or res.output).splitlines() if ln.strip()]
         assert lines == [f"error: {entry.NOT_FOUND}"]
         assert lines[0].startswith("error: xaicli bench runs from a source checkout (benchmarks/ not found")
+
+
+def test_perturbation_rows_time_captum_at_its_fastest_setting_and_the_rise_paper_code(monkeypatch):
+    """Tiny sample counts (the rows' cost, not their options, is what the full run measures). Occlusion
+    computes Captum's numbers, so its maps agree exactly; RISE and LIME draw different random masks /
+    samples on each side, so theirs only correlate."""
+    import benchmarks.suite as suite
+
+    pytest.importorskip("captum")
+    pytest.importorskip("sklearn")
+    small = {"rise": {"masks": 64}, "lime": {"samples": 40}, "kernel_shap": {"samples": 40},
+             "occlusion": {}}
+    for name, options in small.items():
+        aligned, target = suite.COMPARISONS[name]
+        monkeypatch.setitem(suite.COMPARISONS, name, ({**aligned, **options}, target))
+    report = run_benchmark(BenchOptions(methods=list(small), **{**TINY, "size": 32}), log=lambda _line: None)
+    rows = {r.method: r for r in report.rows}
+    assert set(rows) == set(small) and set(suite.PERTURBATION) >= set(small)
+    for name in ("occlusion", "lime", "kernel_shap"):
+        reference = rows[name].reference
+        assert reference.startswith("captum ") and "perturbations_per_eval=" in reference
+        assert rows[name].reference_rate > 0 and rows[name].target == ">= 3x"
+    assert rows["occlusion"].agreement > 0.999
+    assert rows["rise"].reference.startswith("RISE paper code") and rows["rise"].target == ">= 2x"
+    assert rows["rise"].agreement > 0.3 and rows["lime"].agreement > 0.3

@@ -363,19 +363,40 @@ class CountingModel(nn.Module):
 
 
 @pytest.mark.parametrize("name, per_image", [
-    ("occlusion", 5 * 6), ("rise", 64), ("feature_ablation", 9), ("lime", 48), ("kernel_shap", 48 + 1)])
+    ("occlusion", 5 * 6), ("rise", 64), ("feature_ablation", 9), ("lime", None), ("kernel_shap", None)])
 def test_forward_passes_are_the_documented_cost_and_top_k_shares_them(name, per_image):
     """Model inputs per image, as each method's docstring states, plus the batch's clean forward pass;
     the same for 1 and 3 targets. Occlusion on 12 x 14, window 4, stride 2: (ceil(8/2) + 1) x
-    (ceil(10/2) + 1) positions; feature ablation on a 3 x 3 grid; Kernel SHAP adds the all-filled input."""
+    (ceil(10/2) + 1) positions; feature ablation on a 3 x 3 grid; LIME and Kernel SHAP (48 samples, the
+    latter plus the all-filled input) run each distinct coalition once - with 9 superpixels many repeat."""
     x = images(2)
+    method = create_method(name, nn.Identity(), options=cheap(name))
+    if per_image is None:
+        drawn = method.coalitions(9)
+        per_image = len(drawn.unique(dim=0))
+        assert per_image < len(drawn) == 48 + (name == "kernel_shap")
     for k in (1, 3):
         model = CountingModel(small_cnn())
         create_method(name, model, options=cheap(name)).explain(x, TopK(k))
         assert model.rows == 2 + 2 * per_image, (name, k, model.rows)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+@pytest.mark.parametrize("name", ["lime", "kernel_shap"])
+def test_repeated_coalitions_run_once_and_weigh_their_multiplicity(name, monkeypatch):
+    """Distinct coalitions weighted by their multiplicity give the maps of one forward pass and one
+    regression row per draw (``distinct_coalitions`` replaced by every draw with weight 1)."""
+    model, x = small_cnn(), images(1)
+    method = create_method(name, model, options={**RAW, **cheap(name)})
+    out = method.explain(x, TopK(2))
+    repeated = method.coalitions(9)
+    monkeypatch.setattr(method, "distinct_coalitions",
+                        lambda m: (method.coalitions(m), torch.ones(len(method.coalitions(m)))))
+    every_draw = method.explain(x, TopK(2))
+    assert len(repeated.unique(dim=0)) < len(repeated)
+    torch.testing.assert_close(out.maps[None], every_draw.maps[None], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated in recent torch
 def test_a_traced_model_gives_the_same_maps_as_the_eager_one():
     model, x = small_cnn(), images(2)
     traced = torch.jit.trace(model, x[:1])

@@ -14,7 +14,8 @@ Three sizes, from the outside in:
     calls of 16 images against ~88 in calls of 64 or 128.
 ``chunk_sizes``
     per method with an inner chunk (``chunked``: Score-CAM's masked inputs, integrated gradients' path
-    points, SmoothGrad's noisy copies), model inputs per forward pass inside one call. The config's
+    points, SmoothGrad's noisy copies, the perturbation methods' perturbed inputs), model inputs per
+    forward pass inside one call. The config's
     ``chunk_size`` option when given, else the method's default, lowered to the CPU micro-batch on the
     CPU. Passed to the method as an argument of each call.
 

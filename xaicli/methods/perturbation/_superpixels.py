@@ -9,8 +9,11 @@ pixel]``. A method supplies only
 * :meth:`SuperpixelMethod.fit`: one value per superpixel and target from the coalitions and the scores
   of their perturbed inputs,
 
-and the values are painted on their superpixels. The rows of a batch are image-major (every coalition
-of image 0, then of image 1, ...), run ``chunk_size`` at a time across image boundaries; the segment map
+and the values are painted on their superpixels. A coalition drawn several times (frequent with few
+superpixels, and for Kernel SHAP's many size-1 and size-(M-1) draws) is run once and enters the fit
+with its multiplicity as a weight: the same least-squares problem as one row per draw, for fewer
+forward passes. The rows of a batch are image-major (every distinct coalition of image 0, then of
+image 1, ...), run ``chunk_size`` at a time across image boundaries; the segment map
 goes out with the maps (``Explanation.segments``) so overlays can draw the superpixel boundaries, and
 the number of superpixels of each image goes to the manifest (``superpixels``).
 """
@@ -68,16 +71,24 @@ class SuperpixelMethod(PerturbationMethod):
         """(P, m) float coalitions for an image with ``m`` superpixels, on the CPU."""
 
     @abstractmethod
-    def fit(self, z: Tensor, y: Tensor, clean: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Values (m, K) of the superpixels from coalitions ``z`` (P, m), their scores ``y`` (P, K) and the
-        clean scores (K,), all float64; plus per-target diagnostics {name: (K,)} for the manifest."""
+    def fit(self, z: Tensor, counts: Tensor, y: Tensor, clean: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Values (m, K) of the superpixels from the distinct coalitions ``z`` (U, m), how often each was
+        drawn (U,), their scores ``y`` (U, K) and the clean scores (K,), all float64; plus per-target
+        diagnostics {name: (K,)} for the manifest."""
+
+    def distinct_coalitions(self, m: int) -> tuple[Tensor, Tensor]:
+        """:meth:`coalitions` without repeats: (U, m) distinct rows (sorted) and their multiplicities (U,)."""
+        return torch.unique(self.coalitions(m), dim=0, return_counts=True)
 
     def attribute(self, x: Tensor, fill: Tensor, tgt: Tensor, clean: Tensor, call: Call) -> RawMaps:
         b, _, h, w = x.shape
         dev = x.device
         labels, counts = self.superpixels(x, call.input_range)  # (B, H, W), [M_b]
-        drawn: dict[int, Tensor] = {}  # coalitions depend only on M: draw once per distinct count
-        per_image = [drawn.setdefault(m, self.coalitions(m).to(dev)) for m in counts]  # (P_b, M_b) each
+        drawn: dict[int, tuple[Tensor, Tensor]] = {}  # they depend only on M: draw once per distinct M
+        for m in counts:
+            if m not in drawn:
+                drawn[m] = tuple(t.to(dev) for t in self.distinct_coalitions(m))
+        per_image = [drawn[m][0] for m in counts]  # (U_b, M_b) each
         widest = max(counts)
         table = torch.cat([F.pad(z, (0, widest - z.shape[1])) for z in per_image])  # (R, M_max)
         sizes = [z.shape[0] for z in per_image]
@@ -95,8 +106,10 @@ class SuperpixelMethod(PerturbationMethod):
         dtype = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
         maps = torch.empty((b, tgt.shape[1], h, w), device=dev)
         extras: dict[str, list[Tensor]] = {}
-        for i, (z, y) in enumerate(zip(per_image, scores.split(sizes), strict=True)):
-            values, diagnostics = self.fit(z.to(dtype), y.to(dtype), clean[i].to(dtype))  # (M_b, K)
+        for i, (m, y) in enumerate(zip(counts, scores.split(sizes), strict=True)):
+            z, multiplicity = drawn[m]
+            values, diagnostics = self.fit(z.to(dtype), multiplicity.to(dtype), y.to(dtype),
+                                           clean[i].to(dtype))  # (M_b, K)
             maps[i] = values.T.float()[:, flat_labels[i]].view(-1, h, w)
             for name, v in diagnostics.items():
                 extras.setdefault(name, []).append(v.float())

@@ -32,5 +32,5 @@ class FeatureAblation(SuperpixelMethod):
         """Row i keeps every superpixel but i: ``1 - I`` (m, m)."""
         return 1 - torch.eye(m)
 
-    def fit(self, z: Tensor, y: Tensor, clean: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return clean[None] - y, {}
+    def fit(self, z: Tensor, counts: Tensor, y: Tensor, clean: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return (1 - z).T @ (clean[None] - y), {}  # row r fills exactly the superpixel where z[r] is 0

@@ -16,7 +16,9 @@ estimate converges to them as ``samples`` grows. Given the same feature mask and
 ``KernelShap`` gives the same values (tests/test_parity_perturbation.py). Coalitions are drawn from
 ``seed`` and M alone (see :mod:`._base`).
 
-Cost: ``B * (samples + 1)`` forward passes per batch whatever the number of targets.
+Cost: at most ``B * (samples + 1)`` forward passes per batch whatever the number of targets (a
+coalition drawn twice runs once and counts twice, see :mod:`._superpixels`: with the default 1,000
+samples, 14 % fewer forward passes for 50 superpixels, 20 % for 30, most repeats of size 1 or M - 1).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class KernelShap(SuperpixelMethod):
         chosen = (torch.arange(m)[None] < k[:, None]).float()  # (S, m): the first k of each permutation
         return torch.cat([empty, torch.zeros_like(chosen).scatter_(1, order, chosen)])
 
-    def fit(self, z: Tensor, y: Tensor, clean: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        sampled = z[1:]
-        return constrained_least_squares(sampled, y[1:], torch.ones_like(sampled[:, 0]), y[0], clean), {}
+    def fit(self, z: Tensor, counts: Tensor, y: Tensor, clean: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        empty = z.sum(dim=1) == 0  # the one all-filled input (never drawn: sizes are 1..M-1)
+        sampled = ~empty
+        return constrained_least_squares(z[sampled], y[sampled], counts[sampled], y[empty][0], clean), {}

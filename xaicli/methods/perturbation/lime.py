@@ -18,8 +18,8 @@ given the same feature mask, samples, kernel (its ``similarity_func``) and ``SkL
 gives the same coefficients (tests/test_parity_perturbation.py). Coalitions are drawn from ``seed`` and M
 alone (see :mod:`._base`).
 
-Cost: ``B * samples`` forward passes per batch whatever the number of targets, plus one (M+1)-sized
-solve per image.
+Cost: at most ``B * samples`` forward passes per batch whatever the number of targets (a coalition
+drawn twice runs once and counts twice, see :mod:`._superpixels`), plus one M-sized solve per image.
 """
 
 from __future__ import annotations
@@ -63,6 +63,6 @@ class Lime(SuperpixelMethod):
         distance = torch.where(on > 0, 1 - torch.sqrt(on / z.shape[1]), torch.ones_like(on))
         return torch.exp(-(distance**2) / (2 * self.opts["kernel_width"] ** 2))
 
-    def fit(self, z: Tensor, y: Tensor, clean: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        beta, _, r2 = weighted_ridge(z, y, self.kernel(z), self.opts["alpha"])
+    def fit(self, z: Tensor, counts: Tensor, y: Tensor, clean: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        beta, _, r2 = weighted_ridge(z, y, counts * self.kernel(z), self.opts["alpha"])
         return beta, {"lime_r2": r2}
