@@ -88,20 +88,23 @@ def test_batch_is_halved_and_the_reduced_size_is_kept(cli, tmp_path, write_confi
     assert "out of memory on 8 images" in res.output and "retrying with 4" in res.output
 
 
+@pytest.mark.parametrize("method, options", [
+    ("integrated_gradients", {"steps": 8}),
+    ("lime", {"samples": 20, "segments": "grid", "n_segments": 6}),  # a perturbation method
+])
 def test_inner_chunks_back_off_at_one_image(cli, tmp_path, write_config, tiny_config, eight_images,
-                                            monkeypatch):
+                                            monkeypatch, method, options):
     tiny_config["run"]["batch_size"] = 4
-    tiny_config["methods"] = [{"name": "integrated_gradients",
-                               "options": {"steps": 8, "chunk_size": 16}}]
+    tiny_config["methods"] = [{"name": method, "options": {**options, "chunk_size": 16}}]
     ok, clean = _run(cli, write_config, tmp_path, tiny_config, eight_images, "clean")
     assert ok.exit_code == 0, ok
-    _fail_above(monkeypatch, "integrated_gradients", 4, what="chunk_size")
+    _fail_above(monkeypatch, method, 4, what="chunk_size")
     res, out = _run(cli, write_config, tmp_path, tiny_config, eight_images, "oom")
     assert res.exit_code == 0, res
     _same_outputs(clean, out)
     info = json.loads((out / "run.json").read_text())
     assert info["summary"]["oom_retries"] == 4  # 4 -> 2 -> 1 images, then chunk 16 -> 8 -> 4
-    assert info["oom_backoff"]["chunk_sizes_in_use"] == {"integrated_gradients": 4}
+    assert info["oom_backoff"]["chunk_sizes_in_use"] == {method: 4}
     assert info["config"]["methods"][0]["options"]["chunk_size"] == 16  # as configured
 
 
