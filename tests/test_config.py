@@ -246,3 +246,12 @@ def test_shipped_configs_load_and_plan(path):
     cfg = load_config(path)
     planned = plan_methods(cfg, load_model(cfg))
     assert [p.name for p in planned] == [m.name for m in cfg.methods]
+
+
+def test_all_methods_config_runs_every_registered_method():
+    from xaicli.config import load_config
+    from xaicli.methods import available_methods
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "all_methods.yaml")
+    assert sorted(m.name for m in cfg.methods) == sorted(available_methods())
+    assert cfg.figures.compare  # the method-comparison figure shows them side by side

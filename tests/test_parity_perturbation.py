@@ -6,8 +6,7 @@ feature mask (our superpixels) and the same samples, handed to Captum through it
 Raw maps (``normalise: false``) against Captum's attributions of the first channel (every channel of a
 pixel gets the same value). Known difference: Captum's KernelShap weights the empty and the full
 coalition 10^6 where ours makes them exact constraints, so those maps agree to about 1e-5 relative.
-Models: a random-weight torchvision ResNet-18 at 64 x 64 (marked slow: 10-30 s a test on 2 busy cores)
-and the bundled Fashion-MNIST CNN.
+Models: a random-weight torchvision ResNet-18 at 64 x 64 and the bundled Fashion-MNIST CNN.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ def smooth_images(b: int, c: int, size: int, mean: Tensor, std: Tensor, seed: in
     return (raw - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-@pytest.fixture(scope="module", params=[pytest.param("resnet18", marks=pytest.mark.slow), "fashion_mnist"])
+@pytest.fixture(scope="module", params=["resnet18", "fashion_mnist"])
 def case(request: pytest.FixtureRequest) -> Case:
     if request.param == "resnet18":
         torch.manual_seed(0)
