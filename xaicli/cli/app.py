@@ -19,7 +19,8 @@ from xaicli.cli.options import EXIT_CODES_HELP, ConfigOpt, DeviceOpt, InputsArg,
 
 app = typer.Typer(
     name="xaicli",
-    help="Batch saliency maps (Grad-CAM family and pixel attributions) for PyTorch image classifiers.\n\n"
+    help="Batch saliency maps (Grad-CAM family, pixel attributions, perturbation methods) for PyTorch "
+         "image classifiers.\n\n"
          "Start with the bundled demo: [bold]xaicli explain sample_images -c configs/fashion_mnist.yaml "
          "-o out[/bold]",
     rich_markup_mode="rich",
