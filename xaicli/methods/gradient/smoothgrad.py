@@ -112,6 +112,10 @@ class SmoothGrad(PixelMethod):
     def swaps_relu_rules(self) -> bool:
         return self.base.swaps_relu_rules()
 
+    def map_options(self) -> dict[str, Any]:
+        """Its own options, with the base method's resolved (defaults filled in) under ``base_options``."""
+        return {**super().map_options(), "base_options": self.base.map_options()}
+
     def raw(self, x: Tensor, targets: TargetSpec, call: Call) -> Attribution:
         b = x.shape[0]
         dev = x.device
