@@ -4,7 +4,9 @@ Generates ``--images`` JPEGs of ``--size`` (default 20 at 6000x4000, quality 90:
 they compress like photos rather than like flat colour), then runs ``python -m xaicli explain`` on them as
 a child process - Grad-CAM on a torchvision ResNet-18 with random weights at 224x224, top-1, overlays and
 maps, ``run.workers`` decode threads (default 8, the default on an 8-core machine) - and prints the
-child's peak resident memory (``VmHWM``, the same as ``ru_maxrss``) and its wall time.
+child's peak resident memory (``VmHWM``, the same as ``ru_maxrss``) and its wall time. It also prints
+what decoding one of the photos adds to a process's peak (``Preprocess.load`` in a fresh child), the
+per-image cost that parallel decode threads multiply.
 
     python benchmarks/memory.py                              # this checkout
     python benchmarks/memory.py --code /path/to/other/xaicli # another checkout, for a before/after
@@ -61,11 +63,12 @@ def write_config(path: Path, workers: int) -> Path:
     return path
 
 
-def peak_rss_of(cmd: list[str], env: dict[str, str]) -> tuple[int, float, int]:
+def peak_rss_of(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[int, float, int]:
     """Run ``cmd``; (its peak resident set size in bytes, wall seconds, exit code). The peak is read from
     ``/proc/<pid>/status`` (VmHWM) while it runs and from ``getrusage(RUSAGE_CHILDREN)`` after, the larger."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd)
     hwm = 0
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
@@ -82,6 +85,27 @@ def peak_rss_of(cmd: list[str], env: dict[str, str]) -> tuple[int, float, int]:
     if proc.returncode:
         print(err[-2000:], file=sys.stderr)
     return max(hwm, children), seconds, proc.returncode
+
+
+DECODE_ONE = """
+import resource, sys
+import xaicli
+from xaicli.engine.preprocess import Preprocess
+pre = Preprocess((224, 224), "RGB", (0.5,), (0.25,), "shorter")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pre.load(sys.argv[1])
+print(xaicli.__file__)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def decode_peak(photo: Path, env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """(bytes that decoding ``photo`` to the model's input adds to a fresh process's peak RSS, the file of
+    the xaicli package the child imported)."""
+    out = subprocess.run([sys.executable, "-c", DECODE_ONE, str(photo)], env=env, capture_output=True,
+                         text=True, check=True, cwd=cwd)
+    package, peak = out.stdout.strip().splitlines()[-2:]
+    return int(peak), package
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,11 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PYTHONPATH": str(args.code.resolve())}
         cmd = [sys.executable, "-m", "xaicli", "explain", str(folder), "-c", str(cfg),
                "-o", str(Path(tmp) / "out"), "--quiet"]
-        peak, seconds, code = peak_rss_of(cmd, env)
+        # run in an empty folder: `python -m` puts the working directory first on sys.path, and a
+        # checkout there would shadow --code
+        peak, seconds, code = peak_rss_of(cmd, env, Path(tmp))
+        one, package = decode_peak(photos[0], env, Path(tmp))
+    if not Path(package).resolve().is_relative_to(args.code.resolve()):
+        raise SystemExit(f"the child imported {package}, not the checkout {args.code}")
     print(f"images: {len(photos)} JPEGs of {w}x{h} (quality 90, {size_mb:.0f} MB in all; made in "
           f"{made:.0f}s)")
     print(f"xaicli: {args.code.resolve()}; run.workers {args.workers}; ResNet-18, Grad-CAM layer4, 224x224")
     print(f"exit code {code}; wall {seconds:.1f}s; peak RSS {peak / 2**30:.2f} GiB ({peak / 2**20:.0f} MiB)")
+    print(f"decoding one photo to 224x224 adds {one / 2**20:.0f} MiB to a process's peak")
     return code
 
 

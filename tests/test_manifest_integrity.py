@@ -159,6 +159,7 @@ def test_a_full_disk_mid_run_fails_with_one_line_and_leaves_no_torn_line(tmp_pat
     assert proc.returncode == ExitCode.RUN_FAILED, proc.stderr[-3000:]
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr and "traceback in" in errors[0], proc.stderr
+    assert "rerun the same command" in errors[0]
     assert (out / "manifest.jsonl").read_bytes().endswith(b"\n")
     partial = rows_of(out)  # no torn line
     assert 0 < len(partial) < 48

@@ -117,6 +117,11 @@ def test_outdir_inside_an_input_folder_is_not_searched(cli, tmp_path, write_conf
     assert not any("/out/" in r["image"] for r in rows_of(out))
 
 
+def test_outdir_that_is_the_input_folder_is_refused(cli, tmp_path, write_config, tiny_config, image_tree):
+    res = cli("explain", image_tree, "-c", write_config(tmp_path, tiny_config), "-o", image_tree)
+    assert res.exit_code == ExitCode.USAGE and "is the input folder" in res.stderr, res
+
+
 def test_directory_symlinks_are_followed_once_and_loops_reported(cli, tmp_path, write_config, tiny_config,
                                                                   image_tree):
     elsewhere = tmp_path / "elsewhere"

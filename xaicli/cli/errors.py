@@ -17,6 +17,7 @@ characters escaped (:func:`xaicli.naming.printable`), so a file name cannot forg
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -111,7 +112,12 @@ def mapped_errors(outdir: Path | None = None, debug: bool = False, json_out: boo
         raise typer.Exit(ExitCode.RUN_FAILED) from None
 
 
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 def _describe(err: BaseException) -> str:
     if isinstance(err, SystemExit):
         return f"the model's code called exit({err.code!r}) during the run"
+    if isinstance(err, OSError) and err.errno in _FULL:
+        return f"{err}; make room and rerun the same command: it resumes where this run stopped"
     return str(err)

@@ -129,9 +129,10 @@ class ExplanationWriter:
         self.outdir.mkdir(parents=True, exist_ok=True)
         if self.sweep_temporaries:
             remove_stale_temporaries(self.outdir)
+        manifest = output_path(self.outdir, self.manifest_path.name)
         if not self.overwrite:
             retried, stale = self._retried, self._stale
-            tidy_manifest(self.manifest_path, lambda r: r.rel in stale or (not r.ok and r.rel in retried))
+            tidy_manifest(manifest, lambda r: r.rel in stale or (not r.ok and r.rel in retried))
         entry = {"started": self.run_info["started"], "finished": None, "status": "running",
                  "xaicli": __version__, "command": "explain", "inputs": self.run_info["inputs"],
                  "model": self.identity.model_description, "identity": self.identity.to_dict(),
@@ -141,7 +142,6 @@ class ExplanationWriter:
             write_run_json(self.outdir, self.run_info, name)
         self._pool = ThreadPoolExecutor(max_workers=max(2, min(8, (torch.get_num_threads() or 2))),
                                         thread_name_prefix="xaicli-write")
-        manifest = output_path(self.outdir, self.manifest_path.name)
         self._manifest = ManifestWriter(manifest, fresh=self.overwrite)
         self._t_loop = time.perf_counter()
         return self
