@@ -151,14 +151,28 @@ def test_eigencam_orientation_follows_the_summed_activations_not_the_svd_sign(mo
     proj = principal_projection(acts)[0]
     total = acts[0].sum(0)
     assert float(((proj - proj.mean()) * (total - total.mean())).sum()) > 0  # positive where A fires
-    svd = torch.linalg.svd
+    eigh = torch.linalg.eigh
 
-    def flipped(m: Tensor, full_matrices: bool = True):  # the other, equally valid, sign choice
-        u, s, vh = svd(m, full_matrices=full_matrices)
-        return -u, s, -vh
+    def flipped(gram: Tensor):  # the other, equally valid, sign of every eigenvector
+        values, vectors = eigh(gram)
+        return values, -vectors
 
-    monkeypatch.setattr(torch.linalg, "svd", flipped)
+    monkeypatch.setattr(torch.linalg, "eigh", flipped)
     torch.testing.assert_close(principal_projection(acts)[0], proj)
+    tall = acts.repeat(1, 10, 1, 1)  # 40 channels > 30 positions: the other Gram matrix
+    torch.testing.assert_close(principal_projection(tall)[0], proj * 10**0.5, rtol=1e-4, atol=1e-5)
+
+
+def test_eigencam_projection_equals_the_svd_up_to_sign() -> None:
+    for shape in ((2, 16, 3, 4), (2, 5, 6, 7)):  # fewer positions than channels, and more
+        acts = torch.rand(shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        m = acts.flatten(2).transpose(1, 2)
+        m = m - m.mean(dim=1, keepdim=True)
+        _, _, vh = torch.linalg.svd(m, full_matrices=False)
+        ref = (m @ vh[:, 0, :, None])[..., 0].view(shape[0], *shape[2:])
+        ours = principal_projection(acts).double()
+        sign = torch.sign((ours * ref).sum(dim=(1, 2)))[:, None, None]
+        torch.testing.assert_close(ours, ref * sign, rtol=1e-4, atol=1e-5)
 
 
 def test_eigencam_needs_no_gradients() -> None:

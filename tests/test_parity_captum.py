@@ -8,13 +8,14 @@ image, and where the two compute the same numbers, closeness as well. Known, doc
 * SmoothGrad: sigma is a fraction of the input range per channel (ours) vs absolute stdevs (Captum);
   both sides are fed the same noise draws by replacing ``torch.normal`` during Captum's call.
 * Guided Grad-CAM: Captum upsamples with nearest by default; ours is compared with ``upsample: nearest``.
-* DeepLift: Captum's hooks refuse a module that runs twice in one forward pass, and torchvision's ResNet
-  blocks reuse their ReLU, so Captum gets a copy whose blocks use one ReLU module per call
-  (:func:`one_relu_per_call`), the same function. Where a ReLU module feeds a max pooling (ResNet's stem,
-  every block of the bundled model), the ReLU's hook in Captum receives the pooling's ordinary gradient
-  instead of its max-pooling rule's result (found while writing this test: Captum's attributions then do
-  not sum to the logit's change). That is xaicli's ``max_pooling: gradient``, which is what is compared;
-  summation-to-delta of the default ``max_pooling: rule`` is checked on the same models.
+* DeepLift: Captum's hooks refuse a module that runs twice in one forward pass, and torchvision's
+  ResNet blocks reuse their ReLU, so Captum gets a copy whose blocks use one ReLU module per call
+  (``benchmarks.references.one_relu_per_call``), the same function. Where a ReLU module feeds a max
+  pooling (ResNet's stem, every block of the bundled model), the ReLU's hook in Captum receives the
+  pooling's ordinary gradient instead of its max-pooling rule's result (found while writing this test:
+  Captum's attributions then do not sum to the logit's change). That is xaicli's ``max_pooling:
+  gradient``, which is what is compared; summation-to-delta of the default ``max_pooling: rule`` is
+  checked on the same models.
 * GradientSHAP: both are fed the same draws (path points, baselines, noise) by replacing Captum's
   ``np.random.uniform``, ``np.random.choice`` and ``torch.normal`` during its call.
 """
@@ -27,6 +28,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from benchmarks.references import one_relu_per_call  # the copy Captum's DeepLift needs of a ResNet
 from xaicli.methods.registry import create_method
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -170,26 +172,6 @@ def test_guided_gradcam_parity(case: Case, record_property) -> None:
     check("guided_gradcam", mine, theirs, record_property)
 
 
-def one_relu_per_call(model: nn.Module) -> nn.Module:
-    """A copy of a torchvision ResNet whose basic blocks call two ReLU modules instead of one twice."""
-    import copy
-    import types
-
-    from torchvision.models.resnet import BasicBlock
-
-    def forward(block: BasicBlock, x: Tensor) -> Tensor:
-        identity = x if block.downsample is None else block.downsample(x)
-        out = block.relu(block.bn1(block.conv1(x)))
-        return block.relu_out(block.bn2(block.conv2(out)) + identity)
-
-    ref = copy.deepcopy(model)
-    for block in ref.modules():
-        if isinstance(block, BasicBlock):
-            block.relu_out = nn.ReLU()
-            block.forward = types.MethodType(forward, block)
-    return ref
-
-
 @pytest.mark.parametrize("baseline", ["black", "blur"])
 def test_deeplift_parity(case: Case, baseline: str, record_property) -> None:
     options = {**RAW, "baseline": baseline}
@@ -204,8 +186,7 @@ def test_deeplift_parity(case: Case, baseline: str, record_property) -> None:
 
     like_captum = create_method("deeplift", case.model, options={**options, "max_pooling": "gradient"})
     raw = like_captum.attribute(case.x, case.targets[:, None], call)
-    reference = one_relu_per_call(case.model) if isinstance(case.model, torchvision.models.ResNet) \
-        else case.model
+    reference = one_relu_per_call(case.model)
     theirs, their_delta = captum_attr.DeepLift(reference).attribute(
         case.x.clone(), baselines=base, target=case.targets, return_convergence_delta=True)
     torch.testing.assert_close(raw.extras["deeplift_delta"][:, 0], their_delta.float(), rtol=1e-3, atol=1e-4)

@@ -29,15 +29,23 @@ from xaicli.methods.registry import register
 
 def principal_projection(acts: Tensor) -> Tensor:
     """(B, C, h, w) -> (B, h, w): the centred activations projected on their first principal component,
-    oriented so that ``sum_k v_1k >= 0`` (see the module docstring)."""
+    oriented to correlate positively with the summed activations (see the module docstring).
+
+    ``M v_1 = s_1 u_1`` comes from the eigendecomposition of the smaller Gram matrix, ``M M^T`` (h*w
+    square) or ``M^T M`` (C square): the same vector as the SVD's, an order of magnitude faster on the
+    CPU (a 7x7x512 map: 49x49 instead of an SVD of 49x512).
+    """
     b, c, h, w = acts.shape
     m = acts.flatten(2).transpose(1, 2).float()  # (B, h*w, C)
     m = m - m.mean(dim=1, keepdim=True)  # centre each channel over positions
-    _, _, vh = torch.linalg.svd(m, full_matrices=False)  # vh: (B, min(hw, C), C)
-    v1 = vh[:, 0]  # (B, C)
-    sign = torch.where(v1.sum(dim=1, keepdim=True) < 0, -1.0, 1.0).to(v1.dtype)  # (B, 1)
-    proj = torch.einsum("bpc,bc->bp", m, v1 * sign)  # (B, h*w)
-    return proj.view(b, h, w)
+    if h * w <= c:
+        values, vectors = torch.linalg.eigh(m @ m.transpose(1, 2))  # (B, hw), (B, hw, hw); ascending
+        proj = vectors[..., -1] * values[:, -1:].clamp_min(0).sqrt()  # s_1 u_1, (B, hw)
+    else:
+        _, vectors = torch.linalg.eigh(m.transpose(1, 2) @ m)  # (B, C, C)
+        proj = (m @ vectors[..., -1:])[..., 0]  # M v_1, (B, hw)
+    agreement = (proj * m.sum(dim=2)).sum(dim=1, keepdim=True)  # <M v_1, M 1> = s_1^2 sum_k v_1k
+    return torch.where(agreement < 0, -proj, proj).view(b, h, w)
 
 
 @register
