@@ -10,13 +10,15 @@ are weighted is each subclass's business:
   then, for each target rank k, one backward pass from the chosen logits ``y^c`` down to those layers
   only gives ``dy^c/dA``; the subclass turns them into channel weights (:meth:`GradientCAM.
   channel_weights`, the ``alpha^c_k`` of the papers) and the map is ``ReLU(sign * sum_k alpha^c_k A^k)``.
-  Methods that weight every position as well as every channel (LayerCAM, HiResCAM) override
-  :meth:`GradientCAM.weighted_sum` instead, the one step that combines weights and activations.
+  XGrad-CAM supplies channel weights too; methods that weight every position as well as every channel
+  (LayerCAM, HiResCAM) override :meth:`GradientCAM.weighted_sum` instead, the one step that combines
+  weights and activations.
   Summing the chosen logits over the batch before the backward pass is exact: image ``b``'s logit depends
   only on image ``b``'s activations (eval mode, no batch statistics), so each image receives its own
   gradient, and one backward per rank serves the whole batch.
 * :class:`~xaicli.methods.cam.scorecam.ScoreCAM`: weights from forward passes of masked inputs, no
   gradient at all (so it is a sibling of :class:`GradientCAM`, not a child).
+* FullGrad (:mod:`.fullgrad`) reads every bias layer rather than one and so takes no ``layers``.
 * :class:`ForwardCAM` (Eigen-CAM, Ablation-CAM): gradient-free methods that need the clean forward
   pass's activations and logits, then compute each layer's maps their own way (:meth:`ForwardCAM.
   layer_cam`).

@@ -56,7 +56,8 @@ class SmoothGrad(PixelMethod):
     options = {
         **PIXEL_OPTIONS,
         "base": Option("saliency", "the gradient method that is smoothed: any method with can_wrap "
-                       "(saliency, guided_backprop, deconvnet, integrated_gradients)"),
+                       "(saliency, input_x_gradient, guided_backprop, deconvnet, integrated_gradients, "
+                       "deeplift)"),
         "samples": Option(25, "number of noisy copies per image", minimum=1),
         "sigma": Option(0.15, "noise standard deviation as a fraction of the input range (hi - lo) per "
                         "channel", minimum=0.0),
