@@ -391,3 +391,23 @@ def test_fullgrad_layers_stay_unfolded_in_the_engine(tmp_path, write_config, tin
     explainer = Explainer(load_config(path), fold_batchnorms=True)
     assert explainer.folded == []  # ... but not for FullGrad, which reads their biases separately
     assert {"features.0.conv", "features.0.bn"} <= set(explainer.hooked_layers)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
+@pytest.mark.parametrize("kind", ["trace", "script"])
+def test_fullgrad_on_a_torchscript_model_equals_eager(kind: str) -> None:
+    """Through xaicli's TorchScript proxy the bias layers are found by the class they were compiled from,
+    and a traced batch norm's shift (its eps lives only in the graph) is read off the module itself."""
+    from xaicli.models.torchscript import hookable
+
+    model = BiasNet().eval()
+    with torch.no_grad():
+        model.bn1.eps = 0.3  # not the default: a formula with the default eps would be wrong
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(10))
+    proxy = hookable(torch.jit.trace(model, x) if kind == "trace" else torch.jit.script(model))
+    assert [n for n, _ in bias_layers(proxy)] == ["conv1", "bn1", "conv2"]
+    bn = model.bn1
+    torch.testing.assert_close(effective_bias(dict(proxy.named_modules())["bn1"]),
+                               bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + 0.3))
+    expected = create_method("fullgrad", model).explain(x, TopK(2)).maps[None]
+    torch.testing.assert_close(create_method("fullgrad", proxy).explain(x, TopK(2)).maps[None], expected)

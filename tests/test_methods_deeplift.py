@@ -192,3 +192,25 @@ def test_reused_relu_module_is_fine() -> None:
     x = torch.randn(2, 1, 2, 2)
     out = create_method("deeplift", model, options={**RAW, "baseline": "zeros"}).explain(x, TopK(2))
     assert out.extras["deeplift_delta"].abs().max() < 1e-5
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
+@pytest.mark.parametrize("kind", ["trace", "script"])
+def test_torchscript_model_gets_the_same_rules(kind: str) -> None:
+    """A TorchScript model loaded by xaicli is a tree of proxies: the rules find its layers by the class
+    they were compiled from (in-place ReLUs, max pooling and an uncovered Softmax included)."""
+    from xaicli.models.torchscript import hookable
+
+    torch.manual_seed(16)
+    eager = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Tanh(),
+                          nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(17))
+    script = torch.jit.trace(eager, x) if kind == "trace" else torch.jit.script(eager)
+    proxy = hookable(script)
+    options = {**RAW, "baseline": "zeros"}
+    expected = create_method("deeplift", eager, options=options).attribute(x, TopK(2))
+    got = create_method("deeplift", proxy, options=options).attribute(x, TopK(2))
+    torch.testing.assert_close(got.maps[None], expected.maps[None])
+    assert got.extras["deeplift_delta"].abs().max() < 1e-5
+    scripted_softmax = hookable(torch.jit.script(nn.Sequential(nn.Softmax(1), nn.ReLU())))
+    assert uncovered_modules(scripted_softmax) == ["Softmax"]

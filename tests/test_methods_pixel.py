@@ -480,3 +480,10 @@ def test_old_chunk_option_names_still_work_with_a_warning(name: str, old: str) -
     assert method.opts["chunk_size"] == 7 and old not in method.opts
     with pytest.raises(ConfigError, match="old name of 'chunk_size'"):
         create_method(name, model, layers, options={old: 7, "chunk_size": 8})
+
+
+def test_smoothgrad_help_names_every_method_it_can_smooth() -> None:
+    from xaicli.methods import get_method
+
+    help_text = get_method("smoothgrad").options["base"].help
+    assert all(name in help_text for name in methods_where(can_wrap=True)), help_text

@@ -7,9 +7,11 @@ grad_b f . b`` over every bias ``b`` of the network; FullGrad shows both parts a
 
 with ``z_l`` the output of a layer with a bias ``b_l`` (per channel), and ``psi`` rescaling a map to
 [0, 1] and resizing it bilinearly to the input. The biases are those of every ``nn.Conv2d`` that has one
-and of every ``nn.BatchNorm2d`` with running statistics, whose eval-mode bias is ``beta - mean * gamma /
-sqrt(var + eps)`` (``- mean / sqrt(var + eps)`` without affine parameters); as in the paper, linear
-layers' biases are left out (their gradients have no spatial extent).
+and of every batch norm with running statistics (``BatchNorm2d``, ``SyncBatchNorm``, torchvision's
+``FrozenBatchNorm2d``), whose eval-mode bias is ``beta - mean * gamma / sqrt(var + eps)`` (``- mean /
+sqrt(var + eps)`` without affine parameters); as in the paper, linear layers' biases are left out (their
+gradients have no spatial extent). Layers of a TorchScript model loaded by xaicli count by the class they
+were compiled from.
 
 FullGrad is not a one-layer CAM: it reads every such layer, so it takes no ``layers`` (``needs_layer``
 is false; layers given in a config are ignored, as for pixel methods) and its maps are keyed ``None``
@@ -25,7 +27,8 @@ a part whose values are all far below ``eps`` is damped rather than stretched to
 bilinear with half-pixel centres like pytorch-grad-cam's OpenCV (the authors' code uses
 ``align_corners=True``); since resizing is linear, the parts of one resolution are summed before they
 are resized once. Differences from pytorch-grad-cam: it selects layers by exact type (``Conv2d``,
-``BatchNorm2d``; xaicli includes subclasses) and skips batch norms without affine parameters.
+``BatchNorm2d``; xaicli includes subclasses and the batch norms above) and skips batch norms without
+affine parameters.
 """
 
 from __future__ import annotations
@@ -36,29 +39,41 @@ from torch import Tensor, nn
 from xaicli.methods.base import Call, Explanation, Option, TargetSpec, resolve_targets
 from xaicli.methods.cam.base import CAM_OPTIONS, CAMMethod
 from xaicli.methods.hooks import capture_activations, inference_state
+from xaicli.methods.modules import is_a, nn_class
 from xaicli.methods.postprocess import upsample
 from xaicli.methods.registry import register
 
+BATCH_NORMS = ("BatchNorm2d", "SyncBatchNorm", "FrozenBatchNorm2d")
+"""Class names of the batch norms whose eval-mode shift FullGrad uses (torchvision's frozen one included)."""
+
 
 def bias_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The (name, module) of every layer whose bias FullGrad uses, in definition order."""
+    """The (name, module) of every layer whose bias FullGrad uses, in definition order: convolutions with
+    a bias and batch norms with running statistics (also in a TorchScript model loaded by xaicli)."""
     found = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.bias is not None:
+        cls = nn_class(m)
+        if is_a(m, nn.Conv2d) and getattr(m, "bias", None) is not None:
             found.append((name, m))
-        elif isinstance(m, nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
+        elif cls is not None and cls.__name__ in BATCH_NORMS and _has_statistics(m):
             found.append((name, m))
     return found
 
 
+def _has_statistics(m: nn.Module) -> bool:
+    return getattr(m, "running_mean", None) is not None and getattr(m, "running_var", None) is not None
+
+
+@torch.no_grad()
 def effective_bias(module: nn.Module) -> Tensor:
-    """(C,) the bias a layer adds per output channel in eval mode (see the module docstring)."""
-    if isinstance(module, nn.BatchNorm2d):
-        inv_std = torch.rsqrt(module.running_var + module.eps)
-        if module.affine:
-            return module.bias - module.running_mean * module.weight * inv_std
-        return -module.running_mean * inv_std
-    return module.bias
+    """(C,) the bias a layer adds per output channel in eval mode: a convolution's ``bias``; a batch norm's
+    output for an all-zero input, ``beta - mean * gamma / sqrt(var + eps)`` (``- mean / sqrt(var + eps)``
+    without affine parameters), read off the module itself so that its own ``eps`` is used (a traced
+    model keeps it only in its graph)."""
+    if is_a(module, nn.Conv2d):
+        return module.bias.detach()
+    mean = module.running_mean
+    return module(torch.zeros((1, mean.shape[0], 1, 1), device=mean.device, dtype=mean.dtype)).flatten()
 
 
 @register
@@ -83,14 +98,15 @@ class FullGrad(CAMMethod):
     def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
         size = (x.shape[-2], x.shape[-1])
         layers = bias_layers(self.model)
-        with inference_state(self.model), capture_activations(self.model, [n for n, _ in layers]) as acts:
-            with torch.enable_grad():  # also when called from inside torch.no_grad()
+        with inference_state(self.model):
+            bias_of = {n: effective_bias(m).float().view(1, -1, 1, 1) for n, m in layers}  # before any hook
+            with capture_activations(self.model, list(bias_of)) as acts, torch.enable_grad():
                 leaf = x.detach().requires_grad_(True)
                 logits = self.model(leaf)  # (B, N)
                 tgt = resolve_targets(logits, targets)  # (B, K)
-                called = [(n, m) for n, m in layers if n in acts]  # layers the forward pass ran
-                outputs = [acts[n] for n, _ in called]  # (B, C_l, h_l, w_l) each
-                biases = [effective_bias(m).detach().float().view(1, -1, 1, 1) for _, m in called]
+                called = [n for n in bias_of if n in acts]  # the layers the forward pass ran
+                outputs = [acts[n] for n in called]  # (B, C_l, h_l, w_l) each
+                biases = [bias_of[n] for n in called]
                 maps = []
                 for k in range(tgt.shape[1]):
                     score = logits.gather(1, tgt[:, k : k + 1]).sum()

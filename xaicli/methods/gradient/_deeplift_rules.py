@@ -19,7 +19,8 @@ input half receives a gradient (the reference half receives zeros). With every n
 attributions ``(x - x') * dL/dx`` sum to ``f(x) - f(x')`` exactly ("summation-to-delta", eq. 1).
 
 Covered, through the module's own ``forward`` (so their parameters - PReLU's slopes, ELU's alpha - are
-whatever the module uses):
+whatever the module uses; modules of a TorchScript model loaded by xaicli are recognised by the class
+they were compiled from, :mod:`xaicli.methods.modules`):
 
 * every elementwise activation module of ``torch.nn`` (:data:`ELEMENTWISE`): ReLU, ReLU6, LeakyReLU,
   PReLU, RReLU, ELU, SELU, CELU, GELU, SiLU, Mish, Sigmoid, Tanh, Softplus, Softsign, Hardtanh,
@@ -41,6 +42,7 @@ is per call, so reused modules are fine.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -49,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from xaicli.methods.gradient._relu_rules import RuleStats, functional_relu_replacements, swapped_forwards
+from xaicli.methods.modules import is_a, layer_attr, nn_class, script_of
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -66,6 +69,7 @@ MAX_POOLING: tuple[type[nn.Module], ...] = (
 _RELU = torch.relu  # bound at import: the name ``torch.relu`` itself is replaced while functional rules run
 
 
+@functools.cache
 def _nonlinear_module_types() -> tuple[type[nn.Module], ...]:
     """Every activation module class of ``torch.nn`` and every pooling that is not linear."""
     import torch.nn.modules.activation as activation
@@ -79,10 +83,10 @@ def _nonlinear_module_types() -> tuple[type[nn.Module], ...]:
 
 
 def uncovered_modules(model: nn.Module) -> list[str]:
-    """Type names of the nonlinear modules of ``model`` that no rule covers (ordinary gradient)."""
-    covered = ELEMENTWISE + MAX_POOLING
-    return sorted({type(m).__name__ for m in model.modules()
-                   if isinstance(m, _nonlinear_module_types()) and not isinstance(m, covered)})
+    """Class names of the nonlinear modules of ``model`` that no rule covers (ordinary gradient)."""
+    nonlinear, covered = _nonlinear_module_types(), ELEMENTWISE + MAX_POOLING
+    return sorted({nn_class(m).__name__ for m in model.modules()
+                   if is_a(m, nonlinear) and not is_a(m, covered)})
 
 
 def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,9 +102,10 @@ def _vjp(fn: Callable[[Tensor], Tensor], at: Tensor, v: Tensor) -> Tensor:
     return g
 
 
-def _run(ctx: Any, z: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool) -> Tensor:
-    """Forward of a rule: ``fn(z)``, written into ``z`` for in-place callers."""
-    out = fn(z.clone() if inplace else z)
+def _run(ctx: Any, z: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool | None) -> Tensor:
+    """Forward of a rule: ``fn(z)``, written into ``z`` for in-place callers (``inplace`` None: unknown,
+    as for a traced module; ``fn`` then runs on a copy and a new tensor is returned)."""
+    out = fn(z if inplace is False else z.clone())
     if inplace:
         z.copy_(out)
         ctx.mark_dirty(z)
@@ -112,7 +117,8 @@ class _Rescale(torch.autograd.Function):
     """Elementwise ``fn`` on a [x; x'] batch; backward: the Rescale multiplier (module docstring)."""
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, fn: Callable[[Tensor], Tensor], eps: float, inplace: bool) -> Tensor:
+    def forward(ctx: Any, z: Tensor, fn: Callable[[Tensor], Tensor], eps: float,
+                inplace: bool | None) -> Tensor:
         zx, zr = _halves(z)
         ctx.fn, ctx.eps = fn, eps
         dz = zx - zr  # (B, ...)
@@ -163,7 +169,7 @@ def rescale_rules(model: nn.Module, eps: float = 1e-10, functional: bool = False
     Without ``max_pooling_rule`` max pooling keeps its ordinary gradient."""
     stats = RuleStats()
 
-    def elementwise(fn: Callable[[Tensor], Tensor], inplace: bool) -> Callable[[Tensor], Tensor]:
+    def elementwise(fn: Callable[[Tensor], Tensor], inplace: bool | None) -> Callable[[Tensor], Tensor]:
         def forward(z: Tensor) -> Tensor:
             stats.calls += 1
             return _Rescale.apply(z, fn, eps, inplace)
@@ -176,12 +182,13 @@ def rescale_rules(model: nn.Module, eps: float = 1e-10, functional: bool = False
         return forward
 
     def module_forward(module: nn.Module) -> Callable | None:
-        if isinstance(module, ELEMENTWISE):
+        if is_a(module, ELEMENTWISE):
             # nn.ReLU's own forward calls F.relu, which the functional rules replace: use the original
-            fn = _RELU if type(module) is nn.ReLU else module.forward
-            return elementwise(fn, bool(getattr(module, "inplace", False)))
-        pools = max_pooling_rule and isinstance(module, MAX_POOLING)
-        if pools and not getattr(module, "return_indices", False):
+            fn = _RELU if nn_class(module) is nn.ReLU else module.forward
+            inplace = layer_attr(module, "inplace", None if script_of(module) is not None else False)
+            return elementwise(fn, None if inplace is None else bool(inplace))
+        pools = max_pooling_rule and is_a(module, MAX_POOLING)
+        if pools and not layer_attr(module, "return_indices", False):
             return max_pooling(module.forward)
         return None
 
