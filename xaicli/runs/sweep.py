@@ -73,8 +73,8 @@ def sweep_config(cfg: Config, method: str, layers: Sequence[str]) -> Config:
     """A copy of ``cfg`` that runs ``method`` at ``layers`` for one target (top-1 or the first class)."""
     cls = get_method(method, key="--method")
     if not cls.needs_layer:
-        raise UsageError(f"sweep needs a method that explains a chosen layer; {method!r} takes no layers. "
-                         f"Choose one of: {', '.join(methods_where(needs_layer=True))}")
+        raise UsageError(f"sweep needs a method that explains a chosen layer (a CAM method); {method!r} "
+                         f"takes no layers. Choose one of: {', '.join(methods_where(needs_layer=True))}")
     out = copy.deepcopy(cfg)
     given = next((dict(m.options) for m in cfg.methods if m.name == method), {})
     if "normalise" in cls.options:
