@@ -64,19 +64,20 @@ class AblationCAM(ForwardCAM):
         clean = logits.float().gather(1, tgt)  # (B, K)
         ablated = torch.empty((b * c, k), device=acts.device)  # row = image * C + channel
         for start in range(0, b * c, call.chunk_size):
-            rows = torch.arange(start, min(start + call.chunk_size, b * c), device=x.device)  # (n,)
-            ablated[rows] = self.ablated_scores(x, layer, rows // c, rows % c, tgt).float()
+            stop = min(start + call.chunk_size, b * c)
+            ablated[start:stop] = self.ablated_scores(x, layer, start, stop, c, tgt).float()
         scale = torch.where(clean != 0, clean, torch.inf)[:, None]  # (B, 1, K); a zero score -> weights 0
         weights = (clean[:, None] - ablated.view(b, c, k)) / scale  # (B, C, K)
         return torch.relu(torch.einsum("bck,bchw->bkhw", weights, acts))  # (B, K, h, w)
 
-    def ablated_scores(self, x: Tensor, layer: str, img: Tensor, channel: Tensor, tgt: Tensor) -> Tensor:
-        """(n, K) target scores of images ``img`` (n,) with ``channel`` (n,) of ``layer`` zeroed; ``img``
-        is non-decreasing (image-major rows)."""
-        n = img.shape[0]
-        first = int(img[0])
+    def ablated_scores(self, x: Tensor, layer: str, start: int, stop: int, c: int, tgt: Tensor) -> Tensor:
+        """(n, K) target scores of rows ``start..stop-1`` (row = image * C + channel): each row's image with
+        that channel of ``layer`` zeroed."""
+        rows = torch.arange(start, stop, device=x.device)  # (n,)
+        img, channel = rows // c, rows % c
+        n, first = stop - start, start // c
+        images = (stop - 1) // c - first + 1  # the chunk's images: first .. first + images - 1
         local = img - first  # row -> position among the chunk's images
-        images = int(img[-1]) - first + 1
         row = torch.arange(n, device=x.device)
 
         def ablate(out: Tensor) -> Tensor:
