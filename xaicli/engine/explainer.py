@@ -48,7 +48,8 @@ class Explainer:
                               cfg.preprocess.resize, cfg.preprocess.alpha_background)
         model = self.loaded.model.to(self.device)
         self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded, self.notices)
-        self.hooked_layers = [layer for pm in self.methods for layer in pm.layers if layer is not None]
+        # every module a method hooks or reads (FullGrad: all conv / batch-norm biases): kept unfolded, eager
+        self.hooked_layers = list(dict.fromkeys(n for pm in self.methods for n in pm.method.layers_read()))
         # before channels_last, which then converts the new weights
         self.folded = self._fold_batchnorms() if fold_batchnorms else []
         self.channels_last = use_channels_last(self.device)

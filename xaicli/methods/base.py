@@ -202,6 +202,11 @@ class Method(ABC):
         overlays then use a diverging colormap."""
         return False
 
+    def layers_read(self) -> list[str]:
+        """Names of the modules whose outputs or parameters this instance reads while it runs (its hooked
+        layers by default). The engine leaves them as they are: no batch-norm folding, no compilation."""
+        return list(self.layers) if self.needs_layer else []
+
     def swaps_relu_rules(self) -> bool:
         """Whether this instance swaps ReLU backward rules while it runs (a wrapper asks its base)."""
         return self.relu_rules

@@ -31,7 +31,7 @@ from xaicli.config import Config, MethodConfig, TargetsConfig
 from xaicli.engine import Explainer, explain_items
 from xaicli.engine.discover import InputImage, true_label
 from xaicli.errors import ExitCode, UsageError
-from xaicli.methods import get_method
+from xaicli.methods import get_method, methods_where
 from xaicli.models.candidates import Candidate, resolve_layers
 from xaicli.models.loader import load_model
 from xaicli.outputs import atomic
@@ -75,8 +75,8 @@ def sweep_config(cfg: Config, method: str, layers: Sequence[str]) -> Config:
     """A copy of ``cfg`` that runs ``method`` at ``layers`` for one target (top-1 or the first class)."""
     cls = get_method(method, key="--method")
     if not cls.needs_layer:
-        raise UsageError(f"sweep needs a method that explains a layer (a CAM method); {method!r} explains "
-                         "the input. See `xaicli methods`.")
+        raise UsageError(f"sweep needs a method that explains a chosen layer (a CAM method); {method!r} "
+                         f"takes no layers. Choose one of: {', '.join(methods_where(needs_layer=True))}")
     out = copy.deepcopy(cfg)
     given = next((dict(m.options) for m in cfg.methods if m.name == method), {})
     if "normalise" in cls.options:
