@@ -32,9 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from xaicli.errors import ConfigError
-from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
+from xaicli.methods.base import Call, Explanation, InputRange, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.gradient._relu_rules import Rule, relu_rules
 from xaicli.methods.hooks import inference_state
+from xaicli.methods.input_space import gaussian_blur, input_bounds
 from xaicli.methods.postprocess import clip_percentile, maxabs_normalise, minmax_normalise
 
 REDUCTIONS = ("abs_max", "abs_sum", "sum", "l2")
@@ -150,3 +151,36 @@ def row_chunks(rows: int, size: int, device: torch.device) -> Iterator[tuple[ran
     for start in range(0, rows, size):
         stop = min(start + size, rows)
         yield range(start, stop), torch.arange(start, stop, device=device)
+
+
+BASELINES = ("black", "zeros", "blur", "uniform")
+"""Reference inputs of the baseline methods (integrated gradients, DeepLift): see :func:`reference_input`."""
+
+BASELINE_HELP = ("reference input: black (raw 0 after normalisation), zeros (normalised 0), blur "
+                 "(Gaussian-blurred input) or uniform (seeded noise)")
+
+
+def reference_input(kind: str, x: Tensor, input_range: InputRange | None, blur_sigma: float = 5.0,
+                    seed: int = 0) -> Tensor:
+    """The baseline x' (B, C, H, W) of ``x`` for one of :data:`BASELINES`.
+
+    ``black`` is a raw black image after the model's normalisation, i.e. ``input_range[0]`` per channel
+    (all zeros when ``input_range`` is unknown); ``zeros`` the all-zero *normalised* input (the dataset
+    mean colour under mean/std normalisation); ``blur`` the input blurred with a Gaussian of
+    ``blur_sigma`` pixels; ``uniform`` uniform noise in the input range from ``seed``, one (C, H, W) draw
+    shared by every image, so an image's baseline does not depend on the batch it came in.
+    """
+    if kind == "zeros":
+        return torch.zeros_like(x)
+    if kind == "black":
+        if input_range is None:
+            return torch.zeros_like(x)
+        return input_bounds(x, input_range)[0].expand_as(x).clone()
+    if kind == "blur":
+        return gaussian_blur(x, blur_sigma)
+    if kind != "uniform":
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {BASELINES}")
+    lo, hi = input_bounds(x, input_range)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    u = torch.rand((1, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)  # (1, C, H, W)
+    return (lo + u * (hi - lo)).expand_as(x)
