@@ -14,7 +14,8 @@ of the use cases in :mod:`xaicli.runs`.
 """
 
 from xaicli.engine.explainer import Explainer
-from xaicli.engine.results import ExplainedBatch, Explanations, MapKey, Slot
+from xaicli.engine.results import ExplainedBatch, Explanations, MapKey, Slot, flat_maps
 from xaicli.engine.stream import explain_images, explain_items
 
-__all__ = ["Explainer", "ExplainedBatch", "Explanations", "MapKey", "Slot", "explain_images", "explain_items"]
+__all__ = ["Explainer", "ExplainedBatch", "Explanations", "MapKey", "Slot", "explain_images", "explain_items",
+           "flat_maps"]

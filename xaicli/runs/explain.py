@@ -8,13 +8,17 @@ with several processes, :mod:`.distributed` runs :func:`explain_shard` once per 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from xaicli.config import Config
 from xaicli.engine import Explainer, explain_items
 from xaicli.engine.discover import InputImage, discover_images
 from xaicli.errors import ExitCode
+from xaicli.methods.gradient.integrated_gradients import CompletenessWarning
+from xaicli.models.loader import LoadedModel
 from xaicli.outputs.layout import MANIFEST, RUN_JSON
 from xaicli.runs.figures import FigureCollector, recompute_skipped, write_figures
 from xaicli.runs.progress import NullProgress, ProgressSink
@@ -37,14 +41,36 @@ def run_explain(cfg: Config, inputs: Sequence[str], outdir: Path, *, overwrite: 
                                progress=progress if env.rank == 0 else None)
 
 
+def command_explainer(cfg: Config, loaded: LoadedModel | None = None, *, fold_batchnorms: bool = True
+                      ) -> Explainer:
+    """The explainer of a command, which owns its model: batch norms folded (unless asked not to), the
+    functional-ReLU patch on, planning warnings kept for the run to report (not printed by Python)."""
+    return Explainer(cfg, loaded, fold_batchnorms=fold_batchnorms, functional_relu=True, emit_warnings=False)
+
+
+@contextmanager
+def reported_warnings(explainer: Explainer, summary: RunSummary, progress: ProgressSink) -> Iterator[None]:
+    """Around a run: the explainer's planning warnings first, the maps' diagnostics at the end (both as
+    progress notes and in the summary); per-call completeness warnings are summarised instead."""
+    for text in explainer.warnings:
+        progress.note(f"warning: {text}")
+        summary.warnings.append(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompletenessWarning)
+        yield
+    for text in summary.diagnose():
+        progress.note(f"warning: {text}")
+
+
 def explain(cfg: Config, inputs: Sequence[str], outdir: Path, *, overwrite: bool = False,
-            progress: ProgressSink | None = None) -> RunSummary:
+            progress: ProgressSink | None = None, explainer: Explainer | None = None) -> RunSummary:
     """Explain every image under ``inputs`` into ``outdir``, with the figures and report ``cfg`` asks for.
-    Per-image failures are recorded in the summary and the manifest, never raised."""
+    Per-image failures are recorded in the summary and the manifest, never raised. ``explainer``: one
+    already built for ``cfg`` (a command that also evaluates shares it: one model load per command)."""
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     items = discover_images(inputs)
-    explainer = Explainer(cfg, fold_batchnorms=True, functional_relu=True)  # the CLI owns its model
+    explainer = explainer or command_explainer(cfg)
     figures = None
     if cfg.figures.topk or cfg.figures.compare:
         order = {it.path: i for i, it in enumerate(items)}
@@ -76,14 +102,15 @@ def explain_shard(cfg: Config, explainer: Explainer, items: Sequence[InputImage]
                                done_manifests=done_manifests, t0=t0)
     writer.summary.timings["load_model"] = time.perf_counter() - t0
     todo = writer.pending(items)
-    progress.start(len(todo), "explaining")
-    try:
-        with writer:
-            for batch in explain_items(explainer, todo, progress.note):
-                writer.add(batch)
-                for sink in sinks:
-                    sink(batch)
-                progress.advance(batch.count)
-    finally:
-        progress.stop()
+    with reported_warnings(explainer, writer.summary, progress):
+        progress.start(len(todo), "explaining")
+        try:
+            with writer:
+                for batch in explain_items(explainer, todo, progress.note):
+                    writer.add(batch)
+                    for sink in sinks:
+                        sink(batch)
+                    progress.advance(batch.count)
+        finally:
+            progress.stop()
     return writer.summary

@@ -21,7 +21,7 @@ import torch
 
 from xaicli import __version__
 from xaicli.config import Config
-from xaicli.engine import ExplainedBatch, Explainer
+from xaicli.engine import ExplainedBatch, Explainer, flat_maps
 from xaicli.engine.discover import InputImage, true_label
 from xaicli.outputs import atomic
 from xaicli.outputs.layout import MANIFEST, RUN_JSON, output_stem
@@ -103,12 +103,16 @@ class ExplanationWriter:
         images = batch.images.to(ex.device, non_blocking=True)
         futures, rows = [], []
         write = self._pool.submit
+        tolerance = {pm.name: pm.options.get("tolerance") for pm in ex.methods}
         for (method, layer), m in result.maps.items():
-            over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale
+            flat = flat_maps(m, images)  # (B, K): nothing to show; drawn neutral, flagged, counted
+            over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale, flat
                            ).cpu().numpy() if out.overlays else None
             arr = m.cpu().numpy() if out.maps else None
             extras = {name: v.float().cpu().tolist() for (meth, name), v in result.extras.items()
                       if meth == method}
+            extras["flat"] = flat.cpu().tolist()
+            stats = self.summary.stats(method, layer, tolerance.get(method))
             for b, item in enumerate(batch.items):
                 label = true_label(item, classes)
                 for k, slot in enumerate(ex.slots):
@@ -126,6 +130,7 @@ class ExplanationWriter:
                     if arr is not None:
                         row.map = f"{stem}.npy"
                         futures.append(write(atomic.write_npy, self.outdir / row.map, arr[b, k]))
+                    stats.add(row.extras["flat"], row.extras.get("ig_delta_rel"))
                     rows.append(row)
         return futures, rows
 
@@ -151,6 +156,7 @@ class ExplanationWriter:
             self._commit()  # interrupted or failed after the last batch was computed: its files are on disk
         self._manifest.close()
         self.summary.seconds = time.perf_counter() - self._t0
+        self.summary.diagnose()
         self.run_info.update(status=status, summary=self.summary.to_dict(),
                              oom_backoff=self.explainer.batching.report(),
                              finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
