@@ -25,6 +25,7 @@ and steps goes through the model in large batches, whatever the number of images
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from xaicli.errors import ConfigError, format_choices
 from xaicli.methods import InputRange, Option, create_method
+from xaicli.methods.gradient.integrated_gradients import CompletenessWarning
 
 Family = Literal["faithfulness", "randomisation", "localisation", "complexity", "robustness"]
 DEFAULT_CHUNK = 256
@@ -58,15 +60,18 @@ class MapSource:
 
     def explain(self, model: nn.Module, x: Tensor, targets: Tensor, rows: int | None = None) -> Tensor:
         """(N, C, H, W) inputs and (N, K) targets -> (N, K, H, W) maps of ``model``, ``rows`` images per
-        method call (all at once when None)."""
+        method call (all at once when None). Integrated gradients' completeness warnings are silenced:
+        a recomputed map (on a randomised model, a perturbed input) is compared, not judged."""
         method = create_method(self.method, model, [self.layer] if self.layer else [], dict(self.options))
         step = rows or x.shape[0]
         parts = []
-        for start in range(0, x.shape[0], step):
-            out = method.explain(x[start : start + step], targets[start : start + step],
-                                 chunk_size=self.chunk_size, input_range=self.input_range,
-                                 functional_relu=self.functional_relu)
-            parts.append(out.maps[self.layer].float())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CompletenessWarning)
+            for start in range(0, x.shape[0], step):
+                out = method.explain(x[start : start + step], targets[start : start + step],
+                                     chunk_size=self.chunk_size, input_range=self.input_range,
+                                     functional_relu=self.functional_relu)
+                parts.append(out.maps[self.layer].float())
         return torch.cat(parts)
 
 

@@ -88,7 +88,7 @@ def line_chart(panels: Sequence[Panel], *, title: str, subtitle: str | None = No
     legends = [[s.label for s in p.series] for p in panels]
     legend_lines = max((len(lg) for lg in legends), default=0)
     width = pad + len(panels) * (left_axis + pw + 2 * pad)
-    sub_lines = T.wrap_text(subtitle, font, width - 2 * pad, 3) if subtitle else []
+    sub_lines = T.wrap_text(subtitle, font, width - 2 * pad, 5) if subtitle else []
     top = pad + T.line_height(title_font) + len(sub_lines) * lh + pad
     height = top + lh + ph + 2 * lh + pad + legend_lines * lh + pad
     img = Image.new("RGB", (max(width, T.text_width(title, title_font) + 2 * pad), height), WHITE)
