@@ -30,7 +30,7 @@ from torch import Tensor
 
 from benchmarks.measure import Timing, pearson, sync, synthetic_images
 from benchmarks.references import CAPTUM, PGC, make_reference, reference_available, reference_library
-from benchmarks.rows import METRIC_ROWS, all_rows, comparison, default_rows, heavy_rows, method_rows
+from benchmarks.rows import METRIC_ROWS, NOTES, all_rows, comparison, default_rows, heavy_rows, method_rows
 
 #: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
 #: every registered method (see :mod:`benchmarks.rows`)
@@ -49,7 +49,7 @@ class BenchOptions:
     size: int = 224
     batch: int = 32
     images: int = 64  # per timed call, for the fast rows
-    heavy_images: int = 4  # per timed call, for integrated gradients and SmoothGrad
+    heavy_images: int = 4  # per timed call, for the chunked methods but Score-CAM (IG, SmoothGrad, ...)
     scorecam_images: int = 2  # per timed call, for Score-CAM (every channel is a forward pass per image)
     repeats: int = 5
     heavy_repeats: int = 3
@@ -327,7 +327,7 @@ class Suite:
         if library is not None and not reference_available(library):
             self.report.notes.append(f"{name}: {library} is not installed, reference row skipped")
         elif library is not None:
-            ref = make_reference(name, self.ref_model, module, baseline=lo,
+            ref = make_reference(name, self.ref_model, module, baseline=lo, top=hi,
                                  stdev=0.15 * float((hi - lo).mean()),
                                  chunk_size=options.get("chunk_size", 64),
                                  reduce=self._pixel_maps(explainer))
@@ -353,7 +353,8 @@ class Suite:
                      (ratio >= target) if (target and ratio) else None, agreement,
                      "reference maps" if agreement is not None else "",
                      note="; ".join(filter(None, [f"layer {layer}" if layer else "",
-                                                  "" if library else "no reference library implements it"])),
+                                                  "" if library else "no reference library implements it",
+                                                  NOTES.get(name, "")])),
                      seconds={"xaicli": ta.seconds, **({"reference": tb.seconds} if tb else {})}))
         if name == "scorecam":
             self.scorecam_max_n_row(ta, tb, images, batch, repeats)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xaicli.engine.decode import load_image
+from xaicli.engine.decode import Reserve, load_image
 from xaicli.models.loader import channels_of
 
 
@@ -31,9 +31,19 @@ class Preprocess:
     def channels(self) -> int:
         return channels_of(self.mode)
 
-    def load(self, path: str) -> Tensor:
-        """File -> (C, H, W) float32 in [0, 1] at model-input size. Raises ImageDecodeError."""
-        arr = load_image(path, self.mode, self.alpha_background)  # (h, w, C) float32
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """The smallest size a large image is decoded at: twice the model's input (either orientation),
+        so the final antialiased resize still has two source pixels per output pixel."""
+        side = 2 * max(self.size)
+        return side, side
+
+    def load(self, path: str, reserve: Reserve | None = None) -> Tensor:
+        """File -> (C, H, W) float32 in [0, 1] at model-input size. Raises ImageDecodeError.
+
+        Large images are decoded reduced to :attr:`decode_size` (see :mod:`xaicli.engine.decode`);
+        ``reserve`` is the decode-memory budget's context manager factory."""
+        arr = load_image(path, self.mode, self.alpha_background, self.decode_size, reserve)  # (h, w, C)
         img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]  # (1, C, h, w)
         return self.resize_tensor(img)[0]
 

@@ -36,22 +36,24 @@ from pathlib import Path
 
 from xaicli.config import Config, MethodConfig, TargetsConfig
 from xaicli.engine import ExplainedBatch, Explainer, explain_items
-from xaicli.engine.discover import InputImage, discover_images, true_label
+from xaicli.engine.discover import InputImage, true_label
 from xaicli.errors import ExitCode, UsageError
-from xaicli.methods import get_method
+from xaicli.methods import get_method, methods_where
 from xaicli.methods.postprocess import normalise_map
 from xaicli.metrics import MetricInput, create_metric, get_metric, metrics_where
 from xaicli.metrics.api import metric_chunk
 from xaicli.models.candidates import Candidate, resolve_layers
 from xaicli.models.loader import load_model
 from xaicli.outputs import atomic
-from xaicli.outputs.layout import safe_name
+from xaicli.outputs.layout import SWEEP_DIR, output_path, safe_name
+from xaicli.outputs.lock import OutdirLock
 from xaicli.render.figures import FigureStyle, RenderedFigure, sweep_grid
 from xaicli.runs.figures import FigureCollector, Sample, figure_record, save_figure
+from xaicli.runs.preflight import prepare_inputs
 from xaicli.runs.progress import NullProgress, ProgressSink
 from xaicli.runs.report import write_report
 
-SWEEP_JSON = "sweep/sweep.json"
+SWEEP_JSON = f"{SWEEP_DIR}/sweep.json"
 
 
 @dataclass
@@ -134,8 +136,8 @@ def sweep_config(cfg: Config, method: str, layers: Sequence[str]) -> Config:
     """A copy of ``cfg`` that runs ``method`` at ``layers`` for one target (top-1 or the first class)."""
     cls = get_method(method, key="--method")
     if not cls.needs_layer:
-        raise UsageError(f"sweep needs a method that explains a layer (a CAM method); {method!r} explains "
-                         "the input. See `xaicli methods`.")
+        raise UsageError(f"sweep needs a method that explains a chosen layer (a CAM method); {method!r} "
+                         f"takes no layers. Choose one of: {', '.join(methods_where(needs_layer=True))}")
     out = copy.deepcopy(cfg)
     given = next((dict(m.options) for m in cfg.methods if m.name == method), {})
     if "normalise" in cls.options:
@@ -166,11 +168,30 @@ def run_sweep(cfg: Config, inputs: Sequence[str], outdir: Path, *, layers: str |
             raise UsageError(f"--metric {metric}: sweep scores layers by faithfulness; valid choices: "
                              + ", ".join(repr(m) for m in faithful))
         create_metric(metric, cfg.evaluate.options.get(metric))  # option errors before the model loads
-    items = discover_images(inputs)
+    items = prepare_inputs(inputs, outdir, progress.note)
+    lock = OutdirLock(outdir)
+    try:
+        if outdir.is_dir():
+            lock.acquire()
+        summary = _sweep(cfg, items, outdir, layers, method, per_class, metric, progress, lock)
+    finally:
+        lock.release()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _sweep(cfg: Config, items: list[InputImage], outdir: Path, layers: str | Sequence[str], method: str,
+           per_class: int, metric: str | None, progress: ProgressSink, lock: OutdirLock) -> SweepSummary:
+    """The sweep of :func:`run_sweep` once the inputs, OUTDIR and the metric are checked (``lock`` is
+    taken as soon as OUTDIR exists)."""
     loaded = load_model(cfg)  # once: the candidates are found on it, then the explainer prepares it
     cands = resolve_layers(layers, loaded.model, loaded.input_shape)
     explainer = Explainer(sweep_config(cfg, method, [c.name for c in cands]), loaded=loaded,
                           fold_batchnorms=True, functional_relu=True)
+    for notice in explainer.notices:
+        progress.note(f"notice: {notice}")
+    outdir.mkdir(parents=True, exist_ok=True)
+    lock.acquire()
     summary = SweepSummary(outdir, method, cands)
     if metric is not None:
         summary.scores = LayerScores(metric, cfg.evaluate.options.get(metric) or {}, explainer, method,
@@ -203,12 +224,11 @@ def run_sweep(cfg: Config, inputs: Sequence[str], outdir: Path, *, layers: str |
     style = FigureStyle.from_config(cfg)
     records = write_sweep_figures(collector, cands, method, outdir, style, summary.scores)
     summary.figures = [r["path"] for r in records]
-    atomic.write_text(outdir / SWEEP_JSON, json.dumps({
+    atomic.write_text(output_path(outdir, SWEEP_JSON), json.dumps({
         "method": method, "layers": summary.to_dict()["layers"], "figures": records,
         "metric": summary.scores.to_dict() if summary.scores else None}, indent=1) + "\n")
     if cfg.figures.html:
         summary.report = write_report(outdir)
-    summary.seconds = time.perf_counter() - t0
     return summary
 
 
@@ -282,8 +302,7 @@ def write_sweep_figures(collector: FigureCollector, cands: list[Candidate], meth
                            f"rows: candidate feature maps in forward order; {what} "
                            f"(captioned under the original){scored}{' (this class)' if scores else ''}",
                            scores, paths)
-        rel = f"sweep/{safe_name(group)}.png"
-        save_figure(fig, outdir, rel)
+        rel = save_figure(fig, outdir, f"{SWEEP_DIR}/{safe_name(group)}.png")
         records.append(figure_record("sweep", rel, fig, group, [(method, c.name) for c in cands], samples))
     if groups:
         firsts = [samples[0] for _, samples in groups]
@@ -291,8 +310,8 @@ def write_sweep_figures(collector: FigureCollector, cands: list[Candidate], meth
                            [g for g, _ in groups],
                            f"one image per class; rows: candidate feature maps; {what}{scored} (all images)",
                            scores)
-        save_figure(fig, outdir, "sweep/summary.png")
-        records.append(figure_record("sweep-summary", "sweep/summary.png", fig, None,
+        rel = save_figure(fig, outdir, f"{SWEEP_DIR}/summary.png")
+        records.append(figure_record("sweep-summary", rel, fig, None,
                                      [(method, c.name) for c in cands], firsts))
     return records
 
