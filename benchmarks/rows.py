@@ -13,6 +13,11 @@ from __future__ import annotations
 EXTRA_ROWS = ("forward", "topk", "e2e")
 """Rows that are not one method: a plain forward pass, Grad-CAM top-3 vs top-1, the end-to-end run."""
 
+METRIC_ROWS = ("deletion", "road", "mprt")
+"""The evaluation metrics against their references (:mod:`benchmarks.metric_rows`): deletion + insertion
+vs the RISE authors' loop and Quantus' PixelFlipping, ROAD vs pytorch-grad-cam, MPRT vs Quantus. Not in
+the default run (``xaicli bench`` times the methods); ask for them: ``xaicli bench -m deletion``."""
+
 ALIGNMENT: dict[str, dict] = {
     "gradcam_pp": {"alpha_norm": False},
     "scorecam": {"weights": "channel_softmax", "mask_align_corners": True},
@@ -88,6 +93,11 @@ def perturbation_rows() -> tuple[str, ...]:
 
 
 def all_rows() -> tuple[str, ...]:
+    """Every row name ``-m`` accepts; the default run is :func:`default_rows`."""
+    return (*method_rows(), *EXTRA_ROWS, *METRIC_ROWS)
+
+
+def default_rows() -> tuple[str, ...]:
     return (*method_rows(), *EXTRA_ROWS)
 
 

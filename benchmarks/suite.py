@@ -38,7 +38,16 @@ from benchmarks.references import (
     reference_available,
     reference_library,
 )
-from benchmarks.rows import NOTES, all_rows, comparison, heavy_rows, method_rows, perturbation_rows
+from benchmarks.rows import (
+    METRIC_ROWS,
+    NOTES,
+    all_rows,
+    comparison,
+    default_rows,
+    heavy_rows,
+    method_rows,
+    perturbation_rows,
+)
 
 #: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
 #: every registered method (see :mod:`benchmarks.rows`)
@@ -156,10 +165,12 @@ def _loadavg() -> list[float] | None:
 
 def _config(opts: BenchOptions, method: str, options: dict, topk: int = 1):
     from xaicli.config import config_from_dict
+    from xaicli.models.builtin import BUILTIN_MODELS
 
+    builtin = opts.model in BUILTIN_MODELS  # e.g. the bundled fashion_mnist_cnn, at its own input size
     return config_from_dict({
-        "model": {"source": "torchvision", "name": opts.model},
-        "preprocess": {"size": [opts.size, opts.size]},
+        "model": {"source": "builtin" if builtin else "torchvision", "name": opts.model},
+        "preprocess": {} if builtin else {"size": [opts.size, opts.size]},
         "methods": [{"name": method, "options": options}],
         "targets": {"topk": topk},
         "run": {"device": opts.device, "batch_size": opts.batch, "precision": opts.precision},
@@ -210,7 +221,7 @@ class Suite:
         self.ref_model = copy.deepcopy(self.loaded.model).to(self.device).eval()
         self.report = BenchReport(opts, environment(self.device))
         self.images = synthetic_images(max(opts.images, opts.heavy_images, opts.scorecam_images),
-                                       (opts.size, opts.size), seed=opts.seed)
+                                       self.loaded.size, seed=opts.seed, channels=self.loaded.input_shape[0])
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -222,7 +233,7 @@ class Suite:
         known = get_method(method).options
         options = {k: v for k, v in options.items() if k in known}
         return Explainer(_config(self.opts, method, options, topk), self.loaded, self.device,
-                         fold_batchnorms=True, functional_relu=True)
+                         fold_batchnorms=True, functional_relu=True, emit_warnings=False)
 
     def engine_fn(self, explainer, images: Tensor, batch: int, render: bool = False) -> Callable[[], list]:
         """What xaicli does per batch: explain on the device (in CPU micro-batches, as the CLI does), maps
@@ -266,6 +277,11 @@ class Suite:
                 self.forward_row()
             elif name == "topk":
                 self.topk_row()
+            elif name in METRIC_ROWS:
+                from benchmarks.metric_rows import metric_rows
+
+                for row in metric_rows(self, name):
+                    self.add(row)
             elif name == "e2e":
                 from benchmarks.end_to_end import end_to_end_row
 
@@ -447,7 +463,7 @@ def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = print) -> Ben
             from xaicli.errors import UnknownNameError
 
             raise UnknownNameError("benchmark row", unknown[0], ALL_ROWS)
-    rows = list(opts.methods or ALL_ROWS)
+    rows = list(opts.methods or default_rows())
     suite = Suite(opts, log)
     if opts.is_quick:
         suite.report.notes.append("quick run: too few images and repeats to judge the targets (start-up "

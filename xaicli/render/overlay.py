@@ -30,13 +30,19 @@ def blend(base: Tensor, heat: Tensor, alpha: float) -> Tensor:
     return to_uint8((1 - alpha) * base + alpha * heat)
 
 
+NEUTRAL = 0.5
+"""The colour (mid grey) that a flat map is drawn in: no colour means nothing to show."""
+
+
 def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 0.5, signed: bool = False,
-            scale: int = 1, segments: Tensor | None = None) -> Tensor:
+            scale: int = 1, flat: Tensor | None = None, segments: Tensor | None = None) -> Tensor:
     """Blend heatmaps over images: ``(1 - alpha) * image + alpha * colour(map)``.
 
     images: (B, C, H, W) in [0, 1]; maps: (B, K, H, W) in [0, 1] ([-1, 1] if ``signed``, which then uses
     a diverging colormap unless one was chosen). Returns uint8 (B, K, H*scale, W*scale, 3); ``scale``
-    enlarges small inputs with nearest-neighbour so pixels stay visible. ``segments`` (B, H, W) integer
+    enlarges small inputs with nearest-neighbour so pixels stay visible. ``flat`` (B, K) bool: maps
+    drawn neutral (:data:`NEUTRAL` grey instead of a colour: the lowest colour of the map would claim
+    "nothing important here", which a flat map does not know either). ``segments`` (B, H, W) integer
     superpixel labels: their boundaries are drawn over every target's overlay (:func:`mark_boundaries`).
     """
     if scale > 1:
@@ -44,6 +50,8 @@ def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 
         maps = F.interpolate(maps.float(), scale_factor=scale, mode="nearest")
     base = to_rgb(images.float())[:, None]  # (B, 1, H, W, 3)
     heat = apply_colormap(maps, colormap, signed)  # (B, K, H, W, 3)
+    if flat is not None:
+        heat = torch.where(flat.to(heat.device)[:, :, None, None, None], torch.full_like(heat, NEUTRAL), heat)
     pixels = blend(base, heat, alpha)
     return pixels if segments is None else mark_boundaries(pixels, segments, scale)
 

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.hooks import capture_activations, inference_state
-from xaicli.methods.postprocess import minmax_normalise, upsample
+from xaicli.methods.postprocess import normalise_map, upsample
 
 CAM_OPTIONS: dict[str, Option] = {
     "upsample": Option("bilinear", "how the layer-resolution map is resized to the input",
@@ -55,7 +55,7 @@ class CAMMethod(Method):
         out = upsample(cams, size, self.opts["upsample"])
         if self.opts["upsample"] == "bicubic":
             out = out.clamp_min(0)  # bicubic overshoots below zero
-        return minmax_normalise(out) if self.opts["normalise"] else out
+        return normalise_map(out) if self.opts["normalise"] else out
 
 
 class GradientCAM(CAMMethod):

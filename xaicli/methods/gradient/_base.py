@@ -36,7 +36,7 @@ from xaicli.methods.base import Call, Explanation, InputRange, Method, Option, T
 from xaicli.methods.gradient._relu_rules import Rule, relu_rules
 from xaicli.methods.hooks import inference_state
 from xaicli.methods.input_space import gaussian_blur, input_bounds
-from xaicli.methods.postprocess import clip_percentile, maxabs_normalise, minmax_normalise
+from xaicli.methods.postprocess import clip_percentile, normalise_map
 
 REDUCTIONS = ("abs_max", "abs_sum", "sum", "l2")
 
@@ -104,7 +104,7 @@ class PixelMethod(Method):
         maps = clip_percentile(maps, self.opts["percentile_clip"])
         if not self.opts["normalise"]:
             return maps
-        return maxabs_normalise(maps) if self.is_signed() else minmax_normalise(maps)
+        return normalise_map(maps, signed=self.is_signed())
 
 
 def reduce_channels(attr: Tensor, how: str) -> Tensor:
