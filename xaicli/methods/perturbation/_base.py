@@ -16,7 +16,9 @@ Every perturbation method explains a batch the same way (:meth:`PerturbationMeth
    the isolated extreme pixels that clipping is for in gradient maps), then ``normalise``: signed maps
    (occlusion, feature ablation, LIME, Kernel SHAP: a perturbation can raise the score) are divided by
    their largest magnitude into [-1, 1] and drawn with a diverging colormap, unsigned ones (RISE) are
-   min-max normalised to [0, 1].
+   min-max normalised to [0, 1]; as for every method (:func:`~xaicli.methods.postprocess.normalise_map`),
+   a constant or nearly constant map (no perturbation changed the score, or all by the same amount)
+   becomes all zeros, which the writer flags ``flat``.
 
 ``fill`` (what a removed pixel becomes, in the model's normalised input space): ``mean`` (default) is 0,
 the dataset mean colour under mean/std normalisation (Captum's default baseline, RISE's ``x * M``);
@@ -57,7 +59,7 @@ from xaicli.methods.base import (
 )
 from xaicli.methods.hooks import inference_state
 from xaicli.methods.input_space import gaussian_blur, input_bounds
-from xaicli.methods.postprocess import clip_percentile, maxabs_normalise, minmax_normalise
+from xaicli.methods.postprocess import clip_percentile, normalise_map
 
 FILLS = ("mean", "black", "blur")
 SCORES = ("probability", "logit")
@@ -197,4 +199,4 @@ class PerturbationMethod(Method):
         maps = clip_percentile(maps.float(), self.opts["percentile_clip"])
         if not self.opts["normalise"]:
             return maps
-        return maxabs_normalise(maps) if self.is_signed() else minmax_normalise(maps)
+        return normalise_map(maps, signed=self.is_signed())
