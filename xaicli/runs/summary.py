@@ -27,6 +27,7 @@ class MapStats:
     over_tolerance: int = 0  # integrated gradients: completeness error above the method's tolerance
     worst_delta_rel: float = 0.0
     tolerance: float | None = None
+    layered: bool = True  # False for methods without a layer (pixel, perturbation): no layer to blame
 
     def add(self, flat: bool, delta_rel: float | None = None) -> None:
         self.maps += 1
@@ -62,7 +63,7 @@ class RunSummary:
     def stats(self, method: str, layer: str | None, tolerance: float | None = None) -> MapStats:
         key = f"{method} @ {layer}" if layer else method
         if key not in self.map_stats:
-            self.map_stats[key] = MapStats(tolerance=tolerance)
+            self.map_stats[key] = MapStats(tolerance=tolerance, layered=layer is not None)
         return self.map_stats[key]
 
     def diagnose(self) -> list[str]:
@@ -70,9 +71,11 @@ class RunSummary:
         found = []
         for key, s in self.map_stats.items():
             if s.maps and s.flat / s.maps > MOSTLY_FLAT:
+                what = ("the layer (`xaicli sweep`)" if s.layered else
+                        "the method's options (e.g. a window or one superpixel covering the whole image)")
                 found.append(f"{key}: {s.flat} of {s.maps} maps are flat (nothing to show; drawn grey, "
-                             "'flat': true in the manifest): check the layer (`xaicli sweep`) and the "
-                             "checkpoint (random weights look like this)")
+                             f"'flat': true in the manifest): check {what} and the checkpoint (random "
+                             "weights look like this)")
             if s.over_tolerance:
                 found.append(f"{key}: {s.over_tolerance} of {s.maps} maps miss completeness by more than "
                              f"{s.tolerance:.0%} (worst {s.worst_delta_rel:.0%}, 'ig_delta_rel' in the "
