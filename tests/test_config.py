@@ -58,7 +58,7 @@ CONFIG_ERRORS = [
     ("methods.0.layers", "features.1.conv", ["'methods[0].layers'", "expected list of str"]),
     ("methods.0.layers", ["features.1.cnv"],
      ["'methods[0].layers[0]'", "unknown layer 'features.1.cnv'", "'features.1.conv'"]),
-    ("methods.0.layers", ["fc"], ["'methods[0].layers[0]'", "not a (C, H, W) feature map"]),
+    ("methods.0.layers", ["fc"], ["'methods[0].layers[0]'", "not a feature map"]),
     ("methods.0.options", {"max_n": 3}, ["'methods[0].options.max_n'", "unknown option", "'upsample'"]),
     ("methods.0.options", {"upsample": "cubic"}, ["'methods[0].options.upsample'", "'bicubic'"]),
     ("targets", {"classes": ["zebra"]}, ["'targets.classes[0]'", "unknown class 'zebra'", "'cat'", "'fish'"]),

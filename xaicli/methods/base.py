@@ -70,6 +70,7 @@ class Option:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
     kind: type | None = None  # the value's type when the default is None (None: anything goes)
 
     def validate(self, key: str, value: Any) -> Any:
@@ -86,6 +87,8 @@ class Option:
             raise ConfigError(key, not_allowed(value, self.choices))
         if self.minimum is not None and value < self.minimum:
             raise ConfigError(key, f"must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(key, f"must be <= {self.maximum}, got {value!r}")
         return value
 
 
@@ -136,7 +139,7 @@ class Method(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]
-    family: ClassVar[str]  # "cam" or "pixel"
+    family: ClassVar[str]  # "cam", "pixel" or "attention"
     options: ClassVar[Mapping[str, Option]] = {}
 
     # capabilities, read through the registry (see the module docstring)
@@ -146,6 +149,7 @@ class Method(ABC):
     can_wrap: ClassVar[bool] = False  # returns raw input attributions another method can wrap (SmoothGrad)
     chunked: ClassVar[bool] = False  # runs many model inputs per image, ``chunk_size`` at a time
     relu_rules: ClassVar[bool] = False  # swaps ReLU backward rules while it runs (no torch.compile then)
+    needs_attention: ClassVar[bool] = False  # reads a transformer's attention (global self-attention only)
     default_chunk_size: ClassVar[int] = 64  # ``chunk_size`` when neither the caller nor the config sets one
 
     def __init__(self, model: nn.Module, layers: Sequence[str] = (), **options: Any):

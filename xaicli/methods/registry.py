@@ -2,7 +2,7 @@
 
 Each method module registers its class with :func:`register`; everything else (CLI choices, config
 validation, ``xaicli methods``, the README table, the contract tests) reads :func:`available_methods`.
-Method modules under ``xaicli.methods.cam`` and ``xaicli.methods.gradient`` are imported on first use,
+Method modules under ``xaicli.methods.cam``, ``.gradient`` and ``.transformer`` are imported on first use,
 so adding a method is adding one file.
 """
 
@@ -20,7 +20,7 @@ from xaicli.methods.base import Method
 
 _REGISTRY: dict[str, type[Method]] = {}
 _LOADED = False
-_PACKAGES = ("xaicli.methods.cam", "xaicli.methods.gradient")
+_PACKAGES = ("xaicli.methods.cam", "xaicli.methods.gradient", "xaicli.methods.transformer")
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -44,9 +44,10 @@ def _load_all() -> None:
 
 
 def available_methods() -> dict[str, type[Method]]:
-    """All registered methods, CAM family first, then by name."""
+    """All registered methods by family (CAM, pixel, attention), then by name."""
     _load_all()
-    return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].family != "cam", kv[0])))
+    order = {"cam": 0, "pixel": 1, "attention": 2}
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (order.get(kv[1].family, 3), kv[0])))
 
 
 def methods_where(**capabilities: bool) -> list[str]:

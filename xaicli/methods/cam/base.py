@@ -15,6 +15,11 @@ are weighted is each subclass's business:
   gradient, and one backward per rank serves the whole batch.
 * :class:`~xaicli.methods.cam.scorecam.ScoreCAM`: weights from forward passes of masked inputs, no
   gradient at all (so it is a sibling of :class:`GradientCAM`, not a child).
+
+The layout step (:meth:`CAMMethod.feature_map`) sits between the capture and the combination: a hooked
+layer may output a channels-last map ``(B, h, w, C)`` or transformer tokens ``(B, T, D)``, which are read
+as ``(B, C, h, w)`` (:mod:`xaicli.models.layout`; options ``layer_layout`` and ``grid``). It is applied to
+the captured activation and to its gradient alike, after the backward pass, so autograd never sees it.
 """
 
 from __future__ import annotations
@@ -28,11 +33,18 @@ from torch import Tensor
 from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.hooks import capture_activations, inference_state
 from xaicli.methods.postprocess import minmax_normalise, upsample
+from xaicli.models.layers import layer_layout
+from xaicli.models.layout import LAYOUT_CHOICES
 
 CAM_OPTIONS: dict[str, Option] = {
     "upsample": Option("bilinear", "how the layer-resolution map is resized to the input",
                        choices=("bilinear", "bicubic", "nearest")),
     "normalise": Option(True, "min-max normalise each map to [0, 1] (false: raw ReLU'd values)"),
+    "layer_layout": Option("auto", "how the layer's output holds its grid: auto (inferred, see `xaicli "
+                           "layers`), nchw (B, C, h, w), nhwc (B, h, w, C), tokens (B, T, D) patches only, "
+                           "tokens_cls (B, 1 + h*w, D)", choices=LAYOUT_CHOICES),
+    "grid": Option(None, "[h, w] patch grid of a token layer (default: inferred from the model and the "
+                   "input size); leading tokens beyond h*w are dropped", kind=list),
 }
 
 
@@ -42,6 +54,12 @@ class CAMMethod(Method):
     family = "cam"
     needs_layer = True
     options = CAM_OPTIONS
+
+    def feature_map(self, layer: str, t: Tensor, size: tuple[int, int]) -> Tensor:
+        """The layout step: layer ``layer``'s output or its gradient as (B, C, h, w), for input ``size``."""
+        layout = layer_layout(self.model, layer, tuple(t.shape[1:]), size, self.opts["layer_layout"],
+                              self.opts["grid"])
+        return layout.to_nchw(t)
 
     def finish(self, cams: Tensor, size: tuple[int, int]) -> Tensor:
         """(B, K, h, w) -> (B, K, H, W) at input size, normalised as configured."""
@@ -72,7 +90,9 @@ class GradientCAM(CAMMethod):
                     score = logits.gather(1, tgt[:, k : k + 1]).sum()
                     grads = torch.autograd.grad(score, leaves, retain_graph=k < tgt.shape[1] - 1)
                     for i, (a, g) in enumerate(zip(leaves, grads, strict=True)):
-                        per_layer[i].append(self.combine(a, g))
+                        name = self.layers[i]
+                        per_layer[i].append(self.combine(self.feature_map(name, a, size),
+                                                         self.feature_map(name, g, size)))
         maps = {name: self.finish(torch.stack(cams, dim=1), size)
                 for name, cams in zip(self.layers, per_layer, strict=True)}
         return Explanation(maps=maps, targets=tgt, logits=logits.detach())
