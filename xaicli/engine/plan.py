@@ -15,6 +15,7 @@ from xaicli.methods import Method, TopK, create_method, get_method
 from xaicli.methods.base import TargetSpec
 from xaicli.models.layers import default_layer, describe_layers, find_module, layer_layout
 from xaicli.models.loader import LoadedModel
+from xaicli.models.vit import ATTENTION_HELP, attention_modules
 
 
 @dataclass
@@ -39,6 +40,9 @@ def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
             layers = [layer]
         for j, layer in enumerate(layers):
             find_module(loaded.model, layer, key=f"{key}.layers[{j}]")
+        if cls.needs_attention and not attention_modules(loaded.model):
+            raise ConfigError(f"{key}.name", f"{mc.name}: no self-attention modules in this model; "
+                              f"{ATTENTION_HELP}")
         method = create_method(mc.name, loaded.model, layers, mc.options, key=key)
         if cls.needs_layer:
             _check_feature_maps(loaded, layers, key, method.opts)
