@@ -40,8 +40,7 @@ class Explainer:
         self.cfg = cfg
         self.loaded = loaded or load_model(cfg)
         self.device = device or select_device(cfg.run.device)
-        self.pre = Preprocess(self.loaded.size, self.loaded.mode, self.loaded.mean, self.loaded.std,
-                              cfg.preprocess.resize, cfg.preprocess.alpha_background)
+        self.pre = Preprocess.for_model(self.loaded, cfg.preprocess.alpha_background)
         model = self.loaded.model.to(self.device)
         self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded)
         self.hooked_layers = [layer for pm in self.methods for layer in pm.layers if layer is not None]

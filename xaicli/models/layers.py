@@ -134,21 +134,23 @@ def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | 
 def last_transformer_block(model: nn.Module, infos: list[LayerInfo]) -> str | None:
     """The last block of the model's transformer stack, if it has one.
 
-    A stack is a container whose children (two or more) have one type and all output token sequences
-    of one shape: torchvision's ``encoder.layers``, timm's ``blocks``, Hugging Face's ``encoder.layer``.
-    Swin stages output channels-last maps, not tokens, so they are no such stack. The stack that runs
-    last wins; its last child is returned.
+    A stack is a container whose children (two or more) have one type and output token sequences of one
+    shape: torchvision's ``encoder.layers``, timm's ``blocks``, Hugging Face's ``encoder.layer``. (A child
+    whose output is not a tensor is allowed: ``torch.export`` programs sometimes return extra values from
+    the first block; the last one must output tokens.) Swin stages output channels-last maps, not tokens,
+    so they are no such stack. The stack that runs last wins; its last child is returned.
     """
     by_name = {i.name: i for i in infos}
     best: tuple[int, str] | None = None
     for name, module in model.named_modules():
-        children = [f"{name}.{n}" if name else n for n, _ in module.named_children()]
-        kids = [by_name.get(c) for c in children]
-        if len(kids) < 2 or any(k is None or k.layout is None or k.layout.kind != "tokens" for k in kids):
+        kids = [by_name.get(f"{name}.{n}" if name else n) for n, _ in module.named_children()]
+        if len(kids) < 2 or any(k is None for k in kids) or len({k.type for k in kids}) != 1:
             continue
-        if len({k.type for k in kids}) != 1 or len({k.shape for k in kids}) != 1:
-            continue
+        shaped = [k for k in kids if k.shape is not None]
         last = max(kids, key=lambda k: k.order)
+        if last.shape is None or any(k.layout is None or k.layout.kind != "tokens" for k in shaped) \
+                or len({k.shape for k in shaped}) != 1:
+            continue
         if best is None or last.order > best[0]:
             best = (last.order, last.name)
     return best[1] if best else None
