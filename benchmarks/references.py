@@ -1,4 +1,4 @@
-"""The reference implementations the benchmark compares against: pytorch-grad-cam and Captum.
+"""The reference implementations the benchmark compares against: pytorch-grad-cam, Captum and torchcam.
 
 Which library implements which xaicli method is declared once, in :data:`IMPLEMENTED_BY`; a registered
 method not named there gets an xaicli-only row. Both libraries are optional: :func:`reference_available`
@@ -15,6 +15,10 @@ normalised input tensor on the model's device:
   and ``NoiseTunnel(Saliency)`` (25 samples, ``nt_samples_batch_size`` giving the same rows per pass as
   xaicli's ``chunk_size``). Captum needs explicit targets: they are computed once, outside the timed
   call, which favours Captum by one forward pass per batch.
+* torchcam: ``LeGrad(model, list(model.encoder.layers))`` on torchvision's ViT (every block, as xaicli's
+  default), called with the batch's targets after its own forward pass.
+* Grad-CAM on a ViT (the ``gradcam_vit`` row): pytorch-grad-cam's ``GradCAM`` with the
+  ``reshape_transform`` its README documents for ViTs (class token dropped, tokens folded to the grid).
 
 Only the library call is timed; turning Captum's raw attributions into maps for the agreement column
 (:meth:`Reference.to_maps`) happens afterwards.
@@ -33,12 +37,14 @@ from torch import Tensor, nn
 
 PGC = "pytorch_grad_cam"
 CAPTUM = "captum"
+TORCHCAM = "torchcam"
 
 PGC_CLASSES = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorecam": "ScoreCAM"}
 CAPTUM_METHODS = ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", "integrated_gradients",
                   "smoothgrad")
 
-IMPLEMENTED_BY: dict[str, str] = {**dict.fromkeys(PGC_CLASSES, PGC), **dict.fromkeys(CAPTUM_METHODS, CAPTUM)}
+IMPLEMENTED_BY: dict[str, str] = {**dict.fromkeys(PGC_CLASSES, PGC), **dict.fromkeys(CAPTUM_METHODS, CAPTUM),
+                                  "legrad": TORCHCAM}
 """xaicli method name -> the reference library that implements it (adapters below)."""
 
 
@@ -56,7 +62,41 @@ class Reference:
     close: Callable[[], None] = lambda: None
 
 
-def _pgc(kind: str, model: nn.Module, layer: nn.Module) -> Reference:
+def vit_reshape_transform(grid: int, prefix: int = 1) -> Callable[[Tensor], Tensor]:
+    """pytorch-grad-cam's documented ViT ``reshape_transform``: drop the class token, fold to the grid."""
+
+    def reshape_transform(tensor: Tensor) -> Tensor:
+        result = tensor[:, prefix:, :].reshape(tensor.size(0), grid, grid, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    return reshape_transform
+
+
+def _torchcam_legrad(model: nn.Module, size: int) -> Reference:
+    import torch.nn.functional as F
+    from torchcam.methods import LeGrad
+
+    # hooks on only during its own call: the suite's no_grad target pass must not reach them
+    extractor = LeGrad(model, list(model.encoder.layers), enable_hooks=False)
+
+    def run(x: Tensor, targets: Tensor) -> Tensor:
+        extractor.enable_hooks()
+        try:
+            scores = model(x)
+            return extractor([int(t) for t in targets], scores)[0]
+        finally:
+            extractor.disable_hooks()
+
+    def to_maps(out: Tensor) -> Tensor:  # (B, h, w) at patch resolution -> input size, as xaicli's
+        return F.interpolate(out.detach().float()[:, None], size=(size, size), mode="bilinear",
+                             align_corners=False)[:, 0].cpu()
+
+    return Reference(name="torchcam LeGrad (all blocks)", run=run, to_maps=to_maps,
+                     close=extractor.remove_hooks)
+
+
+def _pgc(kind: str, model: nn.Module, layer: nn.Module,
+         reshape_transform: Callable[[Tensor], Tensor] | None = None) -> Reference:
     import pytorch_grad_cam as pgc
     import pytorch_grad_cam.score_cam as score_cam
     import tqdm
@@ -65,7 +105,7 @@ def _pgc(kind: str, model: nn.Module, layer: nn.Module) -> Reference:
     score_cam.tqdm = SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
 
     cls = getattr(pgc, PGC_CLASSES[kind])
-    cam = cls(model=model, target_layers=[layer])
+    cam = cls(model=model, target_layers=[layer], reshape_transform=reshape_transform)
     return Reference(
         name=f"pytorch-grad-cam {cls.__name__}",
         run=lambda x, _targets: cam(input_tensor=x, targets=None),
@@ -106,13 +146,20 @@ def _captum(kind: str, model: nn.Module, layer: nn.Module | None, *, baseline: T
     return Reference(name=f"captum {label}", run=run, to_maps=lambda out: reduce(out.detach().float()).cpu())
 
 
-def make_reference(kind: str, model: nn.Module, layer: nn.Module | None, **captum_args) -> Reference | None:
+def make_reference(kind: str, model: nn.Module, layer: nn.Module | None, *, size: int = 224,
+                   reshape_transform: Callable[[Tensor], Tensor] | None = None,
+                   **captum_args) -> Reference | None:
     """The reference for xaicli method ``kind`` (None when there is none or its library is missing).
-    ``captum_args`` (``baseline``, ``stdev``, ``chunk_size``, ``reduce``) go to the Captum adapter."""
+    ``captum_args`` (``baseline``, ``stdev``, ``chunk_size``, ``reduce``) go to the Captum adapter;
+    ``reshape_transform`` to pytorch-grad-cam (token layers); ``size`` is the input size (torchcam)."""
     library = reference_library(kind)
     if library is None or not reference_available(library):
         return None
-    return _pgc(kind, model, layer) if library == PGC else _captum(kind, model, layer, **captum_args)
+    if library == PGC:
+        return _pgc(kind, model, layer, reshape_transform)
+    if library == TORCHCAM:
+        return _torchcam_legrad(model, size)
+    return _captum(kind, model, layer, **captum_args)
 
 
 def reference_library(kind: str) -> str | None:

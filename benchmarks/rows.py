@@ -10,8 +10,10 @@ each row must reach.
 
 from __future__ import annotations
 
-EXTRA_ROWS = ("forward", "topk", "e2e")
-"""Rows that are not one method: a plain forward pass, Grad-CAM top-3 vs top-1, the end-to-end run."""
+EXTRA_ROWS = ("forward", "topk", "gradcam_vit", "e2e")
+"""Rows that are not one method: a plain forward pass, Grad-CAM top-3 vs top-1, Grad-CAM on a vision
+transformer (its default layer, against pytorch-grad-cam with the documented ``reshape_transform``), the
+end-to-end run."""
 
 ALIGNMENT: dict[str, dict] = {
     "gradcam_pp": {"alpha_norm": False},
@@ -48,6 +50,14 @@ def heavy_rows() -> tuple[str, ...]:
     from xaicli.methods import methods_where
 
     return tuple(methods_where(chunked=True))
+
+
+def transformer_rows() -> tuple[str, ...]:
+    """The rows timed on the vision transformer (``--vit-model``) instead of the CNN: the methods that read
+    attention (the ``needs_attention`` capability) and ``gradcam_vit``."""
+    from xaicli.methods import methods_where
+
+    return (*methods_where(needs_attention=True), "gradcam_vit")
 
 
 def all_rows() -> tuple[str, ...]:

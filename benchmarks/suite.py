@@ -12,7 +12,10 @@ split, normalisation on the device, the method, post-processing) plus copying th
 the reference side the library call alone (see :mod:`benchmarks.references`).
 
 The rows: one per method in xaicli's registry, then :data:`~benchmarks.rows.EXTRA_ROWS` (see
-:mod:`benchmarks.rows`).
+:mod:`benchmarks.rows`). The methods that read attention and the ``gradcam_vit`` row run on a vision
+transformer (``--vit-model``, torchvision ``vit_b_16`` by default, loaded on first use) instead of the
+CNN; its zero-initialised head gets seeded random weights so that gradients (and the agreement column)
+are not trivially zero.
 """
 
 from __future__ import annotations
@@ -29,13 +32,22 @@ import torch
 from torch import Tensor
 
 from benchmarks.measure import Timing, pearson, sync, synthetic_images
-from benchmarks.references import CAPTUM, PGC, make_reference, reference_available, reference_library
-from benchmarks.rows import all_rows, comparison, heavy_rows, method_rows
+from benchmarks.references import (
+    CAPTUM,
+    PGC,
+    TORCHCAM,
+    make_reference,
+    reference_available,
+    reference_library,
+    vit_reshape_transform,
+)
+from benchmarks.rows import all_rows, comparison, heavy_rows, method_rows, transformer_rows
 
 #: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
 #: every registered method (see :mod:`benchmarks.rows`)
 COMPARISONS: dict[str, tuple[dict, float | None]] = {name: comparison(name) for name in method_rows()}
 HEAVY = heavy_rows()  # the ``chunked`` methods: fewer images and repeats
+ON_VIT = transformer_rows()  # timed on the vision transformer, with heavy_images per repeat
 ALL_ROWS = all_rows()
 SCORECAM_MAX_N = 64
 SCORECAM_MAX_N_TARGET = 6.0
@@ -61,6 +73,7 @@ class BenchOptions:
     workdir: Path | None = None  # where the end-to-end row writes its JPEGs and outputs
     user_script: Path | None = None  # the pytorch-grad-cam user script (default: benchmarks/ in the repo)
     seed: int = 0
+    vit_model: str = "vit_b_16"  # torchvision vision transformer for the attention rows
     is_quick: bool = False  # set by quick(): too few images and repeats to judge the targets
 
     def quick(self) -> BenchOptions:
@@ -144,12 +157,23 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def _config(opts: BenchOptions, method: str, options: dict, topk: int = 1):
+@dataclass
+class Subject:
+    """A model under test: xaicli's loaded copy and the reference libraries' copy (default layout)."""
+
+    name: str  # torchvision architecture
+    size: int  # square input size
+    loaded: object  # xaicli.models.loader.LoadedModel
+    ref_model: torch.nn.Module
+
+
+def _config(opts: BenchOptions, method: str, options: dict, topk: int = 1, subject: Subject | None = None):
     from xaicli.config import config_from_dict
 
+    name, size = (subject.name, subject.size) if subject else (opts.model, opts.size)
     return config_from_dict({
-        "model": {"source": "torchvision", "name": opts.model},
-        "preprocess": {"size": [opts.size, opts.size]},
+        "model": {"source": "torchvision", "name": name},
+        "preprocess": {"size": [size, size]},
         "methods": [{"name": method, "options": options}],
         "targets": {"topk": topk},
         "run": {"device": opts.device, "batch_size": opts.batch, "precision": opts.precision},
@@ -198,20 +222,38 @@ class Suite:
         self.loaded = load_model(_config(opts, "gradcam", {}))
         # what a user hands to the reference libraries: the same weights, PyTorch's default layout
         self.ref_model = copy.deepcopy(self.loaded.model).to(self.device).eval()
+        self.cnn = Subject(opts.model, opts.size, self.loaded, self.ref_model)
+        self._vit: Subject | None = None
         self.report = BenchReport(opts, environment(self.device))
         self.images = synthetic_images(max(opts.images, opts.heavy_images, opts.scorecam_images),
                                        (opts.size, opts.size), seed=opts.seed)
 
     # --- helpers -----------------------------------------------------------------------------------
 
-    def explainer(self, method: str, options: dict, topk: int = 1):
+    def vit(self) -> Subject:
+        """The vision transformer of the attention rows (loaded on first use; 224x224, its native size)."""
+        if self._vit is None:
+            from xaicli.models.loader import load_model
+
+            torch.manual_seed(self.opts.seed)
+            probe = Subject(self.opts.vit_model, 224, None, None)
+            loaded = load_model(_config(self.opts, "gradcam", {}, subject=probe))
+            head = getattr(getattr(loaded.model, "heads", None), "head", None)
+            if isinstance(head, torch.nn.Linear):  # torchvision zero-initialises it: no gradients at all
+                with torch.no_grad():
+                    torch.nn.init.normal_(head.weight, std=0.02, generator=torch.Generator().manual_seed(0))
+            self._vit = Subject(probe.name, 224, loaded, copy.deepcopy(loaded.model).to(self.device).eval())
+        return self._vit
+
+    def explainer(self, method: str, options: dict, topk: int = 1, subject: Subject | None = None):
         """An explainer prepared exactly as the CLI prepares its own (``xaicli.runs.explain``)."""
         from xaicli.engine import Explainer
         from xaicli.methods import get_method
 
+        subject = subject or self.cnn
         known = get_method(method).options
         options = {k: v for k, v in options.items() if k in known}
-        return Explainer(_config(self.opts, method, options, topk), self.loaded, self.device,
+        return Explainer(_config(self.opts, method, options, topk, subject), subject.loaded, self.device,
                          fold_batchnorms=True, functional_relu=True)
 
     def engine_fn(self, explainer, images: Tensor, batch: int, render: bool = False) -> Callable[[], list]:
@@ -237,15 +279,15 @@ class Suite:
         mean, std = explainer.mean, explainer.std
         return ((images.to(self.device) - mean) / std).contiguous()
 
-    def targets(self, x: Tensor, batch: int) -> list[Tensor]:
+    def targets(self, x: Tensor, batch: int, subject: Subject | None = None) -> list[Tensor]:
         with torch.no_grad():
-            return [self.ref_model(c).argmax(dim=1) for c in _chunks(x, batch)]
+            return [(subject or self.cnn).ref_model(c).argmax(dim=1) for c in _chunks(x, batch)]
 
-    def layer_module(self, explainer):
+    def layer_module(self, explainer, subject: Subject | None = None):
         from xaicli.models.layers import find_module
 
         layer = next((ly for pm in explainer.methods for ly in pm.layers if ly is not None), None)
-        return layer, (find_module(self.ref_model, layer) if layer else None)
+        return layer, (find_module((subject or self.cnn).ref_model, layer) if layer else None)
 
     # --- rows ----------------------------------------------------------------------------------------
 
@@ -256,13 +298,15 @@ class Suite:
                 self.forward_row()
             elif name == "topk":
                 self.topk_row()
+            elif name == "gradcam_vit":
+                self.method_row("gradcam", self.vit(), row="gradcam_vit")
             elif name == "e2e":
                 from benchmarks.end_to_end import end_to_end_row
 
                 layer, _ = self.layer_module(self.explainer("gradcam", {}))
                 self.add(end_to_end_row(self.opts, self.ref_model, layer, self.log))
             else:
-                self.method_row(name)
+                self.method_row(name, self.vit() if name in ON_VIT else self.cnn)
             self.log(f"  {name}: {time.perf_counter() - t0:.0f}s")
         self.report.environment["load_average_end"] = _loadavg()
         return self.report
@@ -303,34 +347,38 @@ class Suite:
                      note="context only: xaicli's model preparation vs the plain model",
                      seconds={"xaicli": ta.seconds, "reference": tb.seconds}))
 
-    def method_row(self, name: str) -> None:
+    def method_row(self, name: str, subject: Subject, row: str | None = None) -> None:
+        """Method ``name`` on ``subject`` against its reference library (the row is called ``row``)."""
         opts = self.opts
-        options, target = COMPARISONS[name]
+        options, target = COMPARISONS[name] if row is None else ({}, None)
         n = opts.images
-        if name in HEAVY:
+        if name in HEAVY or subject is not self.cnn:
             n = opts.scorecam_images if name == "scorecam" else opts.heavy_images
         batch = min(opts.batch, n)
-        repeats = opts.heavy_repeats if name in HEAVY else opts.repeats
+        repeats = opts.heavy_repeats if name in HEAVY or subject is not self.cnn else opts.repeats
         images = self.images[:n]
-        explainer = self.explainer(name, options)
-        layer, module = self.layer_module(explainer)
+        if subject.size != opts.size:
+            images = synthetic_images(n, (subject.size, subject.size), seed=opts.seed)
+        explainer = self.explainer(name, options, subject=subject)
+        layer, module = self.layer_module(explainer, subject)
         lo, hi = (0 - explainer.mean) / explainer.std, (1 - explainer.mean) / explainer.std
         ref = None
         library = reference_library(name)
         if library is not None and not reference_available(library):
-            self.report.notes.append(f"{name}: {library} is not installed, reference row skipped")
+            self.report.notes.append(f"{row or name}: {library} is not installed, reference row skipped")
         elif library is not None:
-            ref = make_reference(name, self.ref_model, module, baseline=lo,
-                                 stdev=0.15 * float((hi - lo).mean()),
-                                 chunk_size=options.get("chunk_size", 64),
-                                 reduce=self._pixel_maps(explainer))
+            grid = subject.size // 16 if subject is not self.cnn else 0
+            ref = make_reference(name, subject.ref_model, module, size=subject.size,
+                                 reshape_transform=vit_reshape_transform(grid) if grid else None,
+                                 baseline=lo, stdev=0.15 * float((hi - lo).mean()),
+                                 chunk_size=options.get("chunk_size", 64), reduce=self._pixel_maps(explainer))
         # the slow rows warm up on one image: enough for lazy initialisation at a fraction of the cost
-        warm_images = images[:1] if name in HEAVY else images
+        warm_images = images[:1] if name in HEAVY or subject is not self.cnn else images
         try:
             ours = self.engine_fn(explainer, images, batch)
-            ref_run = self.reference_fn(ref, explainer, images, batch) if ref else None
+            ref_run = self.reference_fn(ref, explainer, images, batch, subject) if ref else None
             warm = (self.engine_fn(explainer, warm_images, batch),
-                    self.reference_fn(ref, explainer, warm_images, batch) if ref else None)
+                    self.reference_fn(ref, explainer, warm_images, batch, subject) if ref else None)
             ta, tb = measure_pair(ours, ref_run, n, repeats, self.device, warm)
             agreement = None
             if tb is not None:
@@ -341,7 +389,7 @@ class Suite:
             if ref is not None:
                 ref.close()
         ratio = ta.rate / tb.rate if tb is not None else None
-        self.add(Row(name, opts.model, opts.size, batch, n, ta.rate, ref.name if ref else "-",
+        self.add(Row(row or name, subject.name, subject.size, batch, n, ta.rate, ref.name if ref else "-",
                      tb.rate if tb else None, ratio, f">= {target:g}x" if target else "",
                      (ratio >= target) if (target and ratio) else None, agreement,
                      "reference maps" if agreement is not None else "",
@@ -351,10 +399,11 @@ class Suite:
         if name == "scorecam":
             self.scorecam_max_n_row(ta, tb, images, batch, repeats)
 
-    def reference_fn(self, ref, explainer, images: Tensor, batch: int) -> Callable[[], list]:
+    def reference_fn(self, ref, explainer, images: Tensor, batch: int, subject: Subject | None = None
+                     ) -> Callable[[], list]:
         """The reference library on the same images, normalised, with targets computed beforehand."""
         x = self.normalised(explainer, images)
-        xs, ts = _chunks(x, batch), self.targets(x, batch)
+        xs, ts = _chunks(x, batch), self.targets(x, batch, subject)
 
         def run() -> list:
             return [ref.run(c, t) for c, t in zip(xs, ts, strict=True)]
@@ -414,7 +463,7 @@ def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = print) -> Ben
     if opts.is_quick:
         suite.report.notes.append("quick run: too few images and repeats to judge the targets (start-up "
                                   "dominates the end-to-end row); run without --quick for the table")
-    for lib, what in ((PGC, "pytorch-grad-cam"), (CAPTUM, "Captum")):
+    for lib, what in ((PGC, "pytorch-grad-cam"), (CAPTUM, "Captum"), (TORCHCAM, "torchcam")):
         if not reference_available(lib):
             suite.report.notes.append(f"{what} ({lib}) is not importable: its reference rows are skipped")
     return suite.run(rows)
