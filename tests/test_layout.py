@@ -60,6 +60,7 @@ def test_layout_options_override_the_inference(shape, choice, grid, expected):
     ((512, 7, 7), "nchw", [14, 14], "does not match"),
     ((1000,), "auto", None, "not a feature map"),
     ((197, 768), "tokens", [14], "grid must be"),
+    ((197, 768), "tokens", ["14", 14], "grid must be"),
 ])
 def test_impossible_layouts_are_refused_with_the_reason(shape, choice, grid, message):
     with pytest.raises(ModelError, match=message):

@@ -97,3 +97,23 @@ def test_sweep_over_token_layers(cli, tmp_path, write_config, vit_config, image_
     assert res.exit_code == 0, res
     sweep = json.loads((tmp_path / "out" / "sweep" / "sweep.json").read_text())
     assert [layer["shape"] for layer in sweep["layers"]] == [[16, 4, 4], [16, 4, 4]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, layer", [
+    ({"source": "timm", "name": "vit_tiny_patch16_224"}, "blocks.11.norm1"),
+    ({"source": "timm", "name": "deit_tiny_patch16_224"}, "blocks.11.norm1"),
+    ({"source": "torchvision", "name": "swin_t"}, "norm"),
+])
+def test_zoo_models_explained_by_default(cli, tmp_path, write_config, image_tree, model, layer):
+    """Random weights, no layer named: the default layer and a non-blank map per image (exit 0)."""
+    if model["source"] == "timm":
+        pytest.importorskip("timm")
+    cfg = write_config(tmp_path, {"model": model, "run": {"device": "cpu", "batch_size": 4}})
+    out = tmp_path / "out"
+    res = cli("explain", image_tree, "-c", cfg, "-o", out, "-q")
+    assert res.exit_code == 0, res
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and {r["layer"] for r in rows} == {layer}
+    for r in rows:
+        assert np.ptp(np.load(out / r["map"])) > 0

@@ -86,7 +86,12 @@ class Explainer:
             warnings.warn(f"run.compile ignored: {', '.join(blocked)} swap ReLU rules at run time",
                           stacklevel=3)
             return []
-        return compile_around_hooks(self.loaded.model, self.hooked_layers)
+        hooked = list(self.hooked_layers)
+        if any(pm.method.needs_attention for pm in self.methods):  # their capture swaps these at run time
+            from xaicli.models.vit import attention_modules
+
+            hooked += [name for name, _ in attention_modules(self.loaded.model)]
+        return compile_around_hooks(self.loaded.model, hooked)
 
     def autocast(self):
         precision = self.cfg.run.precision

@@ -159,8 +159,8 @@ def resolve_layout(shape: Sequence[int], input_size: tuple[int, int], choice: st
     ``choice`` and ``grid`` (the CAM options ``layer_layout`` and ``grid``) say. Raises
     :class:`~xaicli.errors.ModelError` naming the layer when the output cannot be read that way."""
     shape = tuple(int(s) for s in shape)
-    if grid is not None and (len(grid) != 2 or min(grid) < 1):
-        raise ModelError(f"grid must be [h, w] with positive sizes, got {list(grid)}")
+    if grid is not None and (len(grid) != 2 or not all(type(g) is int and g >= 1 for g in grid)):
+        raise ModelError(f"grid must be [h, w] with positive integer sizes, got {list(grid)}")
     given = tuple(int(g) for g in grid) if grid is not None else None
     if choice == "auto" and given is None:
         found = infer_layout(shape, input_size, prefix=prefix, channels_last=channels_last)
