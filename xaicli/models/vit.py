@@ -25,7 +25,8 @@ from xaicli.errors import ModelError
 
 ATTENTION_HELP = ("the attention methods need a vision transformer with global self-attention: torchvision "
                   "ViT (nn.MultiheadAttention), or timm-style attention modules (a fused_attn flag and an "
-                  "attn_drop child: timm ViT, DeiT, BEiT, EVA, the bundled fashion_mnist_vit)")
+                  "attn_drop child: timm ViT, DeiT, BEiT, EVA, the bundled fashion_mnist_vit); Swin's "
+                  "windowed attention is not covered - use a CAM method there")
 
 
 def is_timm_style_attention(module: nn.Module) -> bool:
