@@ -43,6 +43,7 @@ def test_infer_layout(shape, size, kwargs, expected):
 @pytest.mark.parametrize("shape, choice, grid, expected", [
     ((197, 768), "tokens_cls", None, Layout("tokens", (14, 14), 1)),
     ((196, 768), "tokens", None, Layout("tokens", (14, 14), 0)),
+    ((197, 768), "tokens", None, Layout("tokens", (14, 14), 1)),  # class token inferred
     ((201, 768), "tokens", [14, 14], Layout("tokens", (14, 14), 5)),  # the grid decides the prefix
     ((197, 768), "auto", [14, 14], Layout("tokens", (14, 14), 1)),
     ((8, 8, 10), "nhwc", None, Layout("nhwc", (8, 8))),

@@ -37,9 +37,9 @@ from xaicli.errors import ModelError
 Kind = Literal["nchw", "nhwc", "tokens"]
 
 LAYOUT_CHOICES: tuple[str, ...] = ("auto", "nchw", "nhwc", "tokens", "tokens_cls")
-"""Values of the CAM option ``layer_layout``: ``auto`` infers; ``tokens`` is a sequence whose prefix is
-whatever ``T`` leaves beyond the patch grid (none unless ``grid`` says so); ``tokens_cls`` has exactly
-one class token in front."""
+"""Values of the CAM option ``layer_layout``: ``auto`` infers; ``tokens`` reads the output as a token
+sequence, its class/register tokens inferred as for ``auto`` (or ``T - h*w`` of them with ``grid``);
+``tokens_cls`` has exactly one class token in front."""
 
 PREFIX_TOKEN_PARAMETERS: tuple[str, ...] = (
     "cls_token", "class_token", "dist_token", "distillation_token", "reg_token", "register_tokens",
@@ -185,6 +185,12 @@ def resolve_layout(shape: Sequence[int], input_size: tuple[int, int], choice: st
                          "tokens (B, T, D)")
     t = shape[0]
     first = 1 if choice == "tokens_cls" else 0
+    if given is None and choice == "tokens":
+        found = infer_layout(shape, input_size, prefix=prefix)
+        if found is None:
+            raise ModelError(f"layer {layer!r}: {t} tokens do not form a patch grid with the input's aspect "
+                             "ratio after any class/register tokens; give options.grid: [h, w]")
+        return found
     if given is not None:
         p = t - given[0] * given[1]
         if p < first:

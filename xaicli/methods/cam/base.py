@@ -41,8 +41,9 @@ CAM_OPTIONS: dict[str, Option] = {
                        choices=("bilinear", "bicubic", "nearest")),
     "normalise": Option(True, "min-max normalise each map to [0, 1] (false: raw ReLU'd values)"),
     "layer_layout": Option("auto", "how the layer's output holds its grid: auto (inferred, see `xaicli "
-                           "layers`), nchw (B, C, h, w), nhwc (B, h, w, C), tokens (B, T, D) patches only, "
-                           "tokens_cls (B, 1 + h*w, D)", choices=LAYOUT_CHOICES),
+                           "layers`), nchw (B, C, h, w), nhwc (B, h, w, C), tokens (B, T, D) with "
+                           "class/register tokens inferred, tokens_cls (B, 1 + h*w, D)",
+                           choices=LAYOUT_CHOICES),
     "grid": Option(None, "[h, w] patch grid of a token layer (default: inferred from the model and the "
                    "input size); leading tokens beyond h*w are dropped", kind=list),
 }
