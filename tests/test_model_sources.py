@@ -193,3 +193,26 @@ def test_hugging_face_style_output_is_read_from_logits(tmp_path, factory):
     out = explainer.explain_batch(torch.rand(2, 3, 16, 16))
     assert out.maps[("gradcam", "embeddings")].shape == (2, 2, 16, 16)
     assert out.targets.shape == (2, 2)
+
+
+def test_torchvision_pretrained_uses_the_weights_transforms(tmp_path, monkeypatch):
+    """Without a hub the weights cannot be fetched: the download is replaced by a local build, so the
+    test checks what xaicli takes from the weights' own transforms (swin_t: Resize(232), bicubic)."""
+    import torchvision
+
+    real = torchvision.models.get_model
+
+    def offline(name, weights=None, **kwargs):
+        return real(name, weights=None, **kwargs)
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    loaded = load_model(_cfg(tmp_path, {"source": "torchvision", "name": "swin_t", "pretrained": True}))
+    assert (loaded.size, loaded.resize, loaded.resize_size, loaded.interpolation) == (
+        (224, 224), "shorter", 232, "bicubic")
+
+    def unreachable(name, weights=None, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models, "get_model", unreachable)
+    with pytest.raises(ModelError, match="no hub access.*name resolution"):
+        load_model(_cfg(tmp_path, {"source": "torchvision", "name": "swin_t", "pretrained": True}))

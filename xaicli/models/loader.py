@@ -250,14 +250,24 @@ def _timm_feeding(model: nn.Module) -> Feeding:
                    interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bilinear")
 
 
-def _torchvision_pretrained(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def _torchvision_pretrained(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Feeding]:
+    """The architecture with its published weights, and the preprocessing those weights were trained with
+    (``weights.transforms()``: ``Resize(resize_size)`` + ``CenterCrop(crop_size)``, interpolation, stats)."""
     import torchvision
 
     try:
-        return torchvision.models.get_model(name, weights="DEFAULT", **kwargs)
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        model = torchvision.models.get_model(name, weights=weights, **kwargs)
     except Exception as err:  # no network, no published weights: say so in one line
         raise ModelError(f"torchvision cannot load pretrained weights for {name!r} (no hub access?): "
                          f"{type(err).__name__}: {err}") from err
+    t = weights.transforms()
+    crop = int(t.crop_size[0])
+    interpolation = str(getattr(t.interpolation, "value", t.interpolation))
+    if interpolation not in ("bilinear", "bicubic"):
+        interpolation = "bilinear"
+    return model, Feeding(size=(crop, crop), mean=tuple(t.mean), std=tuple(t.std), resize="shorter",
+                          resize_size=int(t.resize_size[0]), interpolation=interpolation)
 
 
 def _logits_only(_module: nn.Module, _inputs: tuple, output: Any) -> Any:
@@ -299,7 +309,10 @@ def load_model(cfg: Config) -> LoadedModel:
         if checkpoint:
             _load_weights(model, _read_state_dict(checkpoint), checkpoint)
     elif m.source == "torchvision":
-        model = _torchvision_pretrained(m.name, m.kwargs) if m.pretrained else _torchvision(m, checkpoint)
+        if m.pretrained:
+            model, feeding = _torchvision_pretrained(m.name, m.kwargs)
+        else:
+            model = _torchvision(m, checkpoint)
     elif m.source == "timm":
         model, feeding = _timm(m, checkpoint)
     elif m.source == "torchscript":
