@@ -69,20 +69,33 @@ def test_full_test_set_accuracy_is_the_recorded_one(model) -> None:
     assert accuracy == pytest.approx(json.loads(RECORD.read_text())["test_accuracy"], abs=1e-3)
 
 
+def deletion_drop(model, x: torch.Tensor, targets: torch.Tensor, ranking: torch.Tensor, frac: float) -> float:
+    """Mean drop of the target probability when the ``frac`` highest-ranked pixels are set to black."""
+    n = int(ranking[0].numel() * frac)
+    idx = ranking.flatten(1).topk(n, dim=1).indices
+    black = (0.0 - 0.2860) / 0.3530
+    deleted = x.flatten(1).scatter(1, idx, black).view_as(x)
+    with torch.no_grad():
+        before = model(x).softmax(1).gather(1, targets[:, None])
+        after = model(deleted).softmax(1).gather(1, targets[:, None])
+    return float((before - after).mean())
+
+
 @pytest.mark.parametrize("name, layers", [("gradcam", ["blocks.3.norm1"]), ("attention_rollout", []),
                                           ("transformer_attribution", []), ("grad_rollout", []),
                                           ("legrad", [])])
-def test_maps_fall_on_the_garment(model, samples, name, layers) -> None:
-    """Fashion-MNIST garments sit on a black background: a map that explains the prediction puts more
-    of its mass on the garment than the garment's share of the image (background pixels carry no
-    evidence a model could use, except the garment's outline)."""
+def test_deleting_what_the_map_points_at_hurts_more_than_random_pixels(model, samples, name, layers) -> None:
+    """Deletion (Petsiuk et al. 2018): blacking out the 20% of pixels a faithful map ranks highest lowers
+    the predicted class's probability much more than blacking out 20% at random (on the 50 real samples,
+    random deletion costs ~0.17 on average, the maps 0.3-0.5)."""
     x, _ = samples
-    maps = create_method(name, model, layers).explain(x, TopK(1)).maps[layers[0] if layers else None][:, 0]
-    foreground = (x[:, 0] > (0.1 - 0.2860) / 0.3530).float()  # raw pixel > 0.1
-    share = foreground.mean(dim=(1, 2))
-    mass = (maps * foreground).sum(dim=(1, 2)) / maps.sum(dim=(1, 2)).clamp_min(1e-8)
-    assert (mass > share).float().mean() >= 0.8, (mass - share)
-    assert mass.mean() > share.mean() + 0.05
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    maps = create_method(name, model, layers).explain(x, targets).maps[layers[0] if layers else None][:, 0]
+    noise = [torch.rand(maps.shape, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    random_drop = np.mean([deletion_drop(model, x, targets, r, 0.2) for r in noise])
+    drop = deletion_drop(model, x, targets, maps + 1e-6 * noise[0], 0.2)  # ties broken at random
+    assert drop > 1.5 * random_drop, (drop, random_drop)
 
 
 def test_transformer_attribution_is_class_specific_on_the_trained_model(model, samples) -> None:
