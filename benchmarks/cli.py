@@ -29,7 +29,8 @@ def bench(
     batch: Annotated[int, typer.Option(min=1, help="Images per call, for both libraries.")] = 32,
     images: Annotated[int, typer.Option(min=1, help="Images per timed repeat (fast rows).")] = 64,
     heavy_images: Annotated[int, typer.Option(min=1, help="Images per timed repeat for the other chunked "
-                                              "methods (integrated gradients, SmoothGrad).")] = 4,
+                                              "methods (integrated gradients, SmoothGrad, GradientSHAP, "
+                                              "Ablation-CAM).")] = 4,
     scorecam_images: Annotated[int, typer.Option(min=1, help="Images per timed repeat for Score-CAM.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per row (median reported).")] = 5,
     heavy_repeats: Annotated[int, typer.Option(min=1, help="Timed repeats for the heavy rows (the chunked "

@@ -41,7 +41,7 @@ from benchmarks.references import (
     reference_library,
     vit_reshape_transform,
 )
-from benchmarks.rows import all_rows, comparison, heavy_rows, method_rows, transformer_rows
+from benchmarks.rows import NOTES, all_rows, comparison, heavy_rows, method_rows, transformer_rows
 
 #: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
 #: every registered method (see :mod:`benchmarks.rows`)
@@ -61,7 +61,7 @@ class BenchOptions:
     size: int = 224
     batch: int = 32
     images: int = 64  # per timed call, for the fast rows
-    heavy_images: int = 4  # per timed call, for integrated gradients and SmoothGrad
+    heavy_images: int = 4  # per timed call, for the chunked methods but Score-CAM (IG, SmoothGrad, ...)
     scorecam_images: int = 2  # per timed call, for Score-CAM (every channel is a forward pass per image)
     repeats: int = 5
     heavy_repeats: int = 3
@@ -370,7 +370,7 @@ class Suite:
             grid = subject.size // 16 if subject is not self.cnn else 0
             ref = make_reference(name, subject.ref_model, module, size=subject.size,
                                  reshape_transform=vit_reshape_transform(grid) if grid else None,
-                                 baseline=lo, stdev=0.15 * float((hi - lo).mean()),
+                                 baseline=lo, top=hi, stdev=0.15 * float((hi - lo).mean()),
                                  chunk_size=options.get("chunk_size", 64), reduce=self._pixel_maps(explainer))
         # the slow rows warm up on one image: enough for lazy initialisation at a fraction of the cost
         warm_images = images[:1] if name in HEAVY or subject is not self.cnn else images
@@ -394,7 +394,8 @@ class Suite:
                      (ratio >= target) if (target and ratio) else None, agreement,
                      "reference maps" if agreement is not None else "",
                      note="; ".join(filter(None, [f"layer {layer}" if layer else "",
-                                                  "" if library else "no reference library implements it"])),
+                                                  "" if library else "no reference library implements it",
+                                                  NOTES.get(name, "")])),
                      seconds={"xaicli": ta.seconds, **({"reference": tb.seconds} if tb else {})}))
         if name == "scorecam":
             self.scorecam_max_n_row(ta, tb, images, batch, repeats)

@@ -167,3 +167,112 @@ def torch_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# === Subprocess runs (signals, kills, resource limits): the CLI as a user starts it ====================
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def xaicli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``python -m xaicli`` child: this checkout first on the path, one thread."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def xaicli_command(*args: Any) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "xaicli", *map(str, args)]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = "condition",
+             proc: Any = None) -> None:
+    """Poll ``condition`` every 50 ms (robust on a loaded machine, unlike a fixed sleep)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            out = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"the process ended (rc {proc.returncode}) before: {what}\n{out[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for: {what}")
+        time.sleep(0.05)
+
+
+def manifest_lines(outdir: Path) -> list[str]:
+    path = outdir / "manifest.jsonl"
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+
+
+def strict_json(line: str) -> Any:
+    """``json.loads`` that refuses the non-standard NaN / Infinity tokens, as jq and browsers do."""
+    import json
+
+    def refuse(token: str) -> Any:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+#: A python-factory model around the tiny CNN that sleeps in every forward pass of a batch, so a run of a
+#: few dozen images lasts long enough to be signalled or killed mid-way on any machine; with a HOLD file
+#: it also waits while that file exists (a test releases it when it is ready).
+SLOW_MODEL = '''
+import importlib.util
+import os
+import time
+
+import torch
+
+_spec = importlib.util.spec_from_file_location("_xaicli_slow_tiny", TINY_CNN_FILE)
+_tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tiny)
+
+
+class Slow(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _tiny.build()
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            time.sleep(SECONDS)
+            deadline = time.monotonic() + 300
+            while HOLD is not None and os.path.exists(HOLD) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return self.net(x)
+
+
+def build():
+    return Slow().eval()
+'''
+
+
+@pytest.fixture
+def slow_config(tmp_path: Path, tiny_config: dict[str, Any], tiny_cnn_factory_file: Path
+                ) -> Callable[..., dict]:
+    """``slow_config(seconds=0.2, hold=None)``: the tiny config with a model that sleeps per forward of a
+    batch (and waits while the file ``hold`` exists)."""
+
+    def make(seconds: float = 0.2, hold: Path | None = None) -> dict[str, Any]:
+        source = SLOW_MODEL.replace("TINY_CNN_FILE", repr(str(tiny_cnn_factory_file)))
+        source = source.replace("SECONDS", repr(seconds)).replace("HOLD", repr(str(hold) if hold else None))
+        (tmp_path / "slow_model.py").write_text(source, encoding="utf-8")
+        factory = f"{tmp_path / 'slow_model.py'}:build"
+        return {**tiny_config, "model": {**tiny_config["model"], "factory": factory},
+                "methods": [{"name": "gradcam", "layers": ["net.features.1.conv"]}]}
+
+    return make
+
+
+def many_images(root: Path, n: int, seed: int = 0) -> Path:
+    """``root/{cat,dog}/img_<i>.png``: ``n`` random 16x20 images."""
+    for i in range(n):
+        save_random_image(root / ("cat" if i % 2 else "dog") / f"img_{i:03d}.png", seed=seed + i)
+    return root

@@ -147,7 +147,8 @@ def test_explain_writes_mirrored_overlays_maps_manifest_and_run_json(
     for row in rows:
         assert REQUIRED_ROW_KEYS <= set(row)
         assert row["status"] == "ok" and row["method"] == "gradcam" and row["layer"] == "features.1.conv"
-        rel = Path(row["image"]).relative_to(image_tree).with_suffix("")
+        rel = Path(row["image"]).relative_to(image_tree)  # the image's own folder keeps its extension
+        assert row["rel"] == rel.as_posix()
         name = f"top{row['rank']}_{row['target_name']}"
         assert row["overlay"] == f"{rel.as_posix()}/gradcam/features.1.conv/{name}.png"
         assert row["map"] == f"{rel.as_posix()}/gradcam/features.1.conv/{name}.npy"
@@ -196,7 +197,7 @@ def test_rows_without_overlays_or_maps(cli, tmp_path, write_config, tiny_config,
     rows = read_rows(out)
     assert len(rows) == 6
     assert all(r["overlay"] is None and r["map"] is None and r["status"] == "ok" for r in rows)
-    assert not list(out.rglob("*.png")) and not list(out.rglob("*.npy"))
+    assert not [p for p in out.rglob("*") if p.is_file() and p.suffix in (".png", ".npy")]
 
 
 def test_maps_only(cli, tmp_path, write_config, tiny_config, image_tree):
@@ -205,14 +206,14 @@ def test_maps_only(cli, tmp_path, write_config, tiny_config, image_tree):
     assert cli("explain", image_tree, "-c", write_config(tmp_path, tiny_config), "-o", out).exit_code == 0
     rows = read_rows(out)
     assert all(r["overlay"] is None and (out / r["map"]).is_file() for r in rows)
-    assert not list(out.rglob("*.png"))
+    assert not [p for p in out.rglob("*.png") if p.is_file()]  # (the image folders are named 'a.png')
 
 
 def test_single_file_and_several_inputs(cli, tmp_path, write_config, tiny_config, image_tree):
     cfg = write_config(tmp_path, tiny_config)
     out = tmp_path / "one"
     assert cli("explain", image_tree / "cat" / "a.png", "-c", cfg, "-o", out, "-k", "1").exit_code == 0
-    assert [r["overlay"].split("/")[0] for r in read_rows(out)] == ["a"]
+    assert [r["overlay"].split("/")[0] for r in read_rows(out)] == ["a.png"]
     other = tmp_path / "more"
     save_dir = other / "x"
     save_dir.mkdir(parents=True)
@@ -220,7 +221,7 @@ def test_single_file_and_several_inputs(cli, tmp_path, write_config, tiny_config
     out = tmp_path / "two"
     assert cli("explain", image_tree, other, "-c", cfg, "-o", out, "-k", "1").exit_code == 0
     prefixes = sorted(r["overlay"].split("/gradcam/")[0] for r in read_rows(out))
-    assert prefixes == ["images/cat/a", "images/cat/b", "images/dog/c", "more/x/d"]
+    assert prefixes == ["images/cat/a.png", "images/cat/b.jpg", "images/dog/c.png", "more/x/d.png"]
 
 
 # --- explain: overrides, several methods and layers, explicit classes --------------------------------
@@ -240,7 +241,7 @@ def test_several_methods_and_layers_from_config(cli, tmp_path, write_config, tin
     assert combos == {("gradcam", "features.0.conv"), ("gradcam", "features.1.relu"),
                       ("scorecam", "features.1.conv"), ("saliency", None)}
     assert len(rows) == 3 * 4 * 2
-    assert (out / "cat/a/saliency/input").is_dir()
+    assert (out / "cat/a.png/saliency/input").is_dir()
     # every method explains the same targets with the same scores
     for image in {r["image"] for r in rows}:
         per: dict[tuple, list] = {}

@@ -55,7 +55,7 @@ CONFIG_ERRORS = [
     ("methods", [], ["'methods'", "at least one"]),
     ("methods", {"name": "gradcam"}, ["'methods'", "expected list"]),
     ("methods.0.name", "gradcm", ["'methods[0].name'", "unknown method 'gradcm'", "did you mean: 'gradcam'"]),
-    ("methods.0.layers", "features.1.conv", ["'methods[0].layers'", "expected list of str"]),
+    ("methods.0.layers", {"features.1.conv": 1}, ["'methods[0].layers'", "expected list of str"]),
     ("methods.0.layers", ["features.1.cnv"],
      ["'methods[0].layers[0]'", "unknown layer 'features.1.cnv'", "'features.1.conv'"]),
     ("methods.0.layers", ["fc"], ["'methods[0].layers[0]'", "not a feature map"]),

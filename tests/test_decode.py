@@ -35,7 +35,7 @@ def check_output(arr: np.ndarray, shape: tuple[int, ...]) -> None:
 
 
 def test_extensions():
-    assert IMAGE_EXTENSIONS == frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+    assert IMAGE_EXTENSIONS == frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 
 @pytest.mark.parametrize("mode, channels", [("L", 1), ("RGB", 3)])

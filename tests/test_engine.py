@@ -29,7 +29,7 @@ def read_rows(outdir: Path) -> list[dict]:
 
 
 def key(row: dict) -> tuple:
-    return row["image"], row["method"], row["layer"], row["slot"]
+    return row["rel"], row["method"], row["layer"], row["slot"]
 
 
 def ok_keys(rows: list[dict]) -> list[tuple]:
@@ -92,7 +92,9 @@ def test_interrupted_run_redoes_exactly_the_missing_rows(cli, first_run):
     assert sorted(ok_keys(new_rows)) == sorted(redone)
     assert sorted(ok_keys(after)) == sorted(all_keys)  # each explanation exactly once
     assert (out / rows[0]["map"]).is_file()
-    assert manifest.read_text().count("\n") == len(keep) + len(redone)  # torn line terminated, then appended
+    # the torn line was cut off (and its explanation redone), not kept as a broken line
+    assert manifest.read_text().count("\n") == len(keep) - 1 + len(redone)
+    assert all(json.loads(line) for line in manifest.read_text().splitlines())
 
 
 def test_overwrite_redoes_everything(cli, first_run):
@@ -270,7 +272,7 @@ def test_unusual_but_valid_images_are_explained(cli, tmp_path, write_config, tin
         m = np.load(out / r["map"])
         assert m.shape == (16, 20) and np.isfinite(m).all() and 0.0 <= m.min() and m.max() <= 1.0
         assert 0.0 < r["score"] <= 1.0
-    assert (out / "UPPER" / "gradcam").is_dir()
+    assert (out / "UPPER.PNG" / "gradcam").is_dir()
 
 
 def test_grayscale_model_input(cli, tmp_path, write_config, tiny_config, tiny_cnn_factory_file, image_tree):

@@ -291,8 +291,8 @@ def test_explain_figures_writes_one_topk_figure_per_class_matching_the_manifest(
     assert res.exit_code == 0, res.output
     for folder in tiny_cnn.FOLDERS:
         assert (out / "figures" / "topk" / f"{folder}.png").is_file()
-        assert (out / "compare" / folder / "img_0.png").is_file()
-        assert not (out / "compare" / folder / "img_2.png").exists()  # only the figures' images
+        assert (out / "compare" / folder / "img_0.png.png").is_file()
+        assert not (out / "compare" / folder / "img_2.png.png").exists()  # only the figures' images
     assert (out / "index.html").is_file()
 
     rows = {(r["image"], r["slot"]): r for r in read_manifest(out / "manifest.jsonl")}

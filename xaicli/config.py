@@ -3,11 +3,20 @@
 Every key has a default; every error names the key path (``methods[0].layers``) and, for names, lists
 the valid choices and close matches. Validation here is structural (types, allowed values, files that
 must exist); names that need the model (layers, class names) are checked when the model is loaded.
+
+A single value where a list is expected is read as a one-item list (``layers: features.1.bn``,
+``size: 224``). YAML anchors and aliases are allowed, but a config whose aliases would expand beyond
+:data:`MAX_ALIASES` references or :data:`MAX_NODES` values (an "alias bomb": a few hundred bytes that
+expand to billions of items) is refused before it is expanded.
+
+A config can name a Python factory (``model.factory``) and xaicli runs it: **a config from someone else
+is code**; read it before you run it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -158,7 +167,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, wrap: bool = True) -> Any:
+    """``value`` checked against the type ``tp`` (``wrap``: a scalar where a list is expected is read
+    as a one-item list)."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -167,28 +178,31 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(err)
-        if len(errors) == 1:
+        for allow_wrap in (False, True) if wrap else (False,):  # a type that takes the value as it is wins
+            for arg in args:
+                if arg is type(None):
+                    continue
+                try:
+                    return _coerce(value, arg, key, allow_wrap)
+                except ConfigError as err:
+                    errors.append(err)
+        if len({str(e) for e in errors}) == 1:
             raise errors[0]
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {_shown(value)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
             raise ConfigError(key, not_allowed(value, allowed))
         return value
     if origin is list:
+        if wrap and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # `layers: features.1.bn`, `size: 224`
         if not isinstance(value, list):
-            raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(key, f"expected {_type_name(tp)}, got {_shown(value)}")
         return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a mapping, got {value!r}")
+            raise ConfigError(key, f"expected a mapping, got {_shown(value)}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
@@ -197,8 +211,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp in (int, float) and isinstance(value, bool):
         raise ConfigError(key, f"expected {tp.__name__}, got {value!r}")
     if not isinstance(value, tp):
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {_shown(value)} ({type(value).__name__})")
     return value
+
+
+def _shown(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (a value may be large)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _build(cls: type, data: Any, key: str) -> Any:
@@ -206,7 +228,7 @@ def _build(cls: type, data: Any, key: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(where, f"expected a mapping of keys, got {data!r}")
+        raise ConfigError(where, f"expected a mapping of keys, got {_shown(data)}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
     kwargs = {}
@@ -308,8 +330,74 @@ def apply_overrides(cfg: Config, *, methods: list[str] | None = None, layers: li
 def config_from_dict(data: dict[str, Any] | None, base_dir: Path = Path(".")) -> Config:
     cfg = _build(Config, data or {}, "")
     cfg.base_dir = base_dir
+    model = (data or {}).get("model") or {}
+    if cfg.model.source != "builtin" and isinstance(model, dict) and "name" not in model:
+        cfg.model.name = None  # the demo model's name is the default of `source: builtin` only
     _check(cfg)
     return cfg
+
+
+MAX_ALIASES = 100
+"""More alias references (``*name``) than this in one config is refused."""
+MAX_NODES = 100_000
+"""More values than this once every alias is expanded is refused (real configs have a few hundred)."""
+
+
+def _bounded_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load``, but the node graph is measured before anything is built from it: a config with
+    too many aliases or whose expansion would be too large raises :class:`UsageError` (an alias bomb
+    costs nothing here, where loading it would exhaust memory)."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        aliases, size = _measure(node)
+        if aliases > MAX_ALIASES or size > MAX_NODES:
+            raise UsageError(f"config file {path} uses {aliases} YAML alias reference(s) expanding to "
+                             f"{size if size <= 10**12 else 'more than 10^12'} values (limits: {MAX_ALIASES} "
+                             f"aliases, {MAX_NODES} values); write the values out instead")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _measure(root: Any) -> tuple[int, int]:
+    """(alias references, values after expansion) of a YAML node graph; a node reached again is an
+    alias. Sizes are computed once per node (memoised), so this is linear in the file, whatever it expands
+    to; a recursive alias counts as unbounded."""
+    import yaml
+
+    seen: set[int] = set()
+    aliases = 0
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def walk(node: Any) -> int:
+        nonlocal aliases
+        ident = id(node)
+        if ident in on_path:
+            return MAX_NODES + 1  # a recursive structure never ends
+        if ident in seen:
+            aliases += 1
+            return size.get(ident, MAX_NODES + 1)
+        seen.add(ident)
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        on_path.add(ident)
+        total = 1 + sum(walk(child) for child in children)
+        on_path.discard(ident)
+        size[ident] = min(total, 10**13)
+        return size[ident]
+
+    total = walk(root)
+    return aliases, total
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -322,7 +410,7 @@ def load_config(path: str | Path | None) -> Config:
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _bounded_yaml(path.read_text(encoding="utf-8"), path)
     except yaml.YAMLError as err:
         mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -330,4 +418,6 @@ def load_config(path: str | Path | None) -> Config:
         raise UsageError(f"config file {path} is not valid YAML: {where}{why}") from err
     except UnicodeDecodeError as err:
         raise UsageError(f"config file {path} is not UTF-8 text: {err.reason} at byte {err.start}") from err
+    except RecursionError as err:
+        raise UsageError(f"config file {path} is nested too deeply to be a config") from err
     return config_from_dict(data, base_dir=path.resolve().parent)

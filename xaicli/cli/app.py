@@ -15,7 +15,17 @@ from xaicli import __version__
 from xaicli.cli import bench as bench_command
 from xaicli.cli import sweep as sweep_command
 from xaicli.cli.errors import DebugOpt, mapped_errors
-from xaicli.cli.options import EXIT_CODES_HELP, ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
+from xaicli.cli.options import (
+    EXIT_CODES_HELP,
+    ConfigOpt,
+    DeviceOpt,
+    InputsArg,
+    JsonCommand,
+    JsonOpt,
+    OutdirOpt,
+    QuietOpt,
+)
+from xaicli.naming import printable
 
 app = typer.Typer(
     name="xaicli",
@@ -42,7 +52,7 @@ def _root(
     """Batch saliency maps for PyTorch image classifiers."""
 
 
-@app.command(epilog="Examples:\n\n"
+@app.command(cls=JsonCommand, epilog="Examples:\n\n"
              "  xaicli explain sample_images -c configs/fashion_mnist.yaml -o out\n\n"
              "  xaicli explain photos/ cat.jpg -c my.yaml -o out -m gradcam -m scorecam -l layer4 -k 3\n\n"
              "  xaicli explain imgs -c my.yaml -o out --quiet --json > summary.json\n\n" + EXIT_CODES_HELP)
@@ -73,18 +83,21 @@ def explain(
     debug: DebugOpt = False,
 ) -> None:
     """Explain images with the configured methods; write overlays, maps, manifest.jsonl and run.json."""
-    with mapped_errors(outdir, debug):
+    with mapped_errors(outdir, debug, json_out):
+        from xaicli.cli.progress import make_progress
         from xaicli.config import apply_overrides, load_config
+        from xaicli.runs.preflight import prepare_inputs
 
         cfg = load_config(config)  # before any torch import: config errors answer instantly
         apply_overrides(cfg, methods=method, layers=layer, topk=topk, device=device, batch_size=batch_size)
         if figures:
             cfg.figures.topk = True
-        from xaicli.cli.progress import make_progress
+        progress = make_progress(quiet or json_out)
+        names = [str(p) for p in inputs]
+        items = prepare_inputs(names, outdir, progress.note)  # inputs and OUTDIR: still no torch
         from xaicli.runs.explain import run_explain
 
-        summary, code = run_explain(cfg, [str(p) for p in inputs], outdir, overwrite=overwrite,
-                                    progress=make_progress(quiet or json_out))
+        summary, code = run_explain(cfg, names, outdir, overwrite=overwrite, progress=progress, items=items)
     if summary is not None:  # None on the other ranks of a torchrun launch: rank 0 reports
         _report(summary, quiet, json_out)
     raise typer.Exit(int(code))
@@ -98,7 +111,7 @@ def _report(summary, quiet: bool, json_out: bool) -> None:
         return
     err = sys.stderr
     for path, msg in summary.failures:
-        print(f"failed: {path}: {msg}", file=err)
+        print(f"failed: {printable(path)}: {printable(msg)}", file=err)
     if not quiet:
         rate = summary.images_explained / summary.seconds if summary.seconds else 0.0
         print(f"done: {summary.images_explained} explained, {summary.images_skipped} skipped (already done), "
@@ -117,11 +130,13 @@ def layers(
     The layout column says how a CAM method reads each output: NCHW feature maps, channels-last (NHWC)
     maps, or transformer tokens (class/register tokens dropped, patches on their grid).
     """
-    with mapped_errors(None, debug):
+    with mapped_errors(None, debug, json_out):
         from xaicli.config import load_config
+
+        cfg = load_config(config)  # before any torch import: config errors answer instantly
         from xaicli.runs.layers import list_layers
 
-        listing = list_layers(load_config(config))
+        listing = list_layers(cfg)
     if json_out:
         typer.echo(json.dumps(listing.to_dict(), indent=2))
         return

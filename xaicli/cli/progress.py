@@ -6,6 +6,8 @@ import sys
 import time
 from typing import TextIO
 
+from xaicli.naming import printable
+
 
 class PlainProgress:
     """One line every ``every`` seconds and at the end; nothing fancy, so CI logs stay readable."""
@@ -32,7 +34,7 @@ class PlainProgress:
                   flush=True)
 
     def note(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(printable(text), file=self.stream, flush=True)
 
     def stop(self) -> None:
         pass
@@ -70,7 +72,7 @@ class RichProgress:
             self._progress.advance(self._task, n)
 
     def note(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(printable(text), markup=False, highlight=False)  # a path is text, not markup
 
     def stop(self) -> None:
         if self._progress is not None:

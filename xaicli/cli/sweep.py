@@ -13,7 +13,17 @@ from typing import Annotated
 import typer
 
 from xaicli.cli.errors import DebugOpt, mapped_errors
-from xaicli.cli.options import EXIT_CODES_HELP, ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
+from xaicli.cli.options import (
+    EXIT_CODES_HELP,
+    ConfigOpt,
+    DeviceOpt,
+    InputsArg,
+    JsonCommand,
+    JsonOpt,
+    OutdirOpt,
+    QuietOpt,
+)
+from xaicli.naming import printable
 
 EPILOG = ("Examples:\n\n"
           "  xaicli sweep sample_images -c configs/fashion_mnist.yaml -o out --layers auto\n\n"
@@ -42,7 +52,7 @@ def sweep(
     debug: DebugOpt = False,
 ) -> None:
     """Explain the same images at many layers; write one layer-sweep figure per class."""
-    with mapped_errors(outdir, debug):
+    with mapped_errors(outdir, debug, json_out):
         from xaicli.cli.progress import make_progress
         from xaicli.config import apply_overrides, load_config
         from xaicli.runs.sweep import run_sweep
@@ -55,7 +65,7 @@ def sweep(
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         for path, msg in summary.failures:
-            print(f"failed: {path}: {msg}", file=sys.stderr)
+            print(f"failed: {printable(path)}: {printable(msg)}", file=sys.stderr)
         if not quiet:
             print(f"done: {summary.images} image(s) at {len(summary.layers)} layer(s) "
                   f"({', '.join(c.name for c in summary.layers)}); {len(summary.figures)} figure(s) in "
@@ -66,4 +76,4 @@ def sweep(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the ``xaicli`` app."""
-    app.command(epilog=EPILOG)(sweep)
+    app.command(cls=JsonCommand, epilog=EPILOG)(sweep)

@@ -12,6 +12,17 @@ Output
 1x1 up to Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is accepted, whatever its
 aspect ratio.
 
+Large images, reduced while decoding
+------------------------------------
+``load_image(path, mode, reduce_to=(h, w))`` may return a smaller image, never smaller than ``h x w``
+in either dimension, so that a 24-megapixel photo for a 224x224 model does not become a 290 MB float
+array (the engine asks for twice the model's input size): a JPEG is decoded at 1/2, 1/4 or 1/8 scale by
+its decoder (Pillow's ``draft``, the DCT scaling of libjpeg), and other 8-bit images are shrunk after
+decoding by the largest integer factor that keeps them at least ``h x w`` (Pillow's ``reduce``, a box
+filter; images with transparency are reduced premultiplied, so the composite is unchanged). High bit
+depth images are not reduced. ``reserve(nbytes)``, a context manager, is entered around the decoding
+with an estimate of the bytes it needs, so the engine can bound the memory of parallel decodes.
+
 Which files are read
 --------------------
 The file's *content* decides its format, not its extension. Only these Pillow decoders are tried: PNG,
@@ -21,6 +32,7 @@ files by :data:`IMAGE_EXTENSIONS`.
 
 Conversions, in the order they are applied
 ------------------------------------------
+0. **Large images** may be reduced (see above).
 1. **Multi-frame files** (animated GIF/WebP/PNG, multi-page TIFF, MPO): only the first frame/page is
    decoded and used.
 2. **Full decode**: the whole frame is decoded up front, so a truncated or corrupt file is rejected here
@@ -74,6 +86,8 @@ import stat
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -82,7 +96,11 @@ from xaicli.errors import ImageDecodeError
 
 __all__ = ["IMAGE_EXTENSIONS", "load_image"]
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff",
+                                              ".gif"})
+"""File suffixes searched for in folders (any case); files given explicitly are read whatever their suffix."""
+
+Reserve = Callable[[int], AbstractContextManager]
 
 #: Pillow decoders tried, by content (see "Which files are read").
 #: (MPO has no opener of its own: Pillow's JPEG opener returns MPO files; an unknown name is a KeyError.)
@@ -100,11 +118,13 @@ _TIFF_BITS_PER_SAMPLE = 258
 _TIFF_SAMPLE_FORMAT = 339
 
 
-def load_image(path: str | os.PathLike, mode: str, alpha_background: str = "black") -> np.ndarray:
+def load_image(path: str | os.PathLike, mode: str, alpha_background: str = "black",
+               reduce_to: tuple[int, int] | None = None, reserve: Reserve | None = None) -> np.ndarray:
     """Decode one file into float32 (H, W, C) in [0, 1], C = 1 for mode "L", 3 for mode "RGB".
 
-    See the module docstring for every conversion. Raises :class:`ImageDecodeError` when the file cannot
-    be read as an image, :class:`ValueError` for a bad ``mode`` or ``alpha_background``.
+    See the module docstring for every conversion and for ``reduce_to`` / ``reserve``. Raises
+    :class:`ImageDecodeError` when the file cannot be read as an image, :class:`ValueError` for a bad
+    ``mode`` or ``alpha_background``.
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
@@ -125,9 +145,12 @@ def load_image(path: str | os.PathLike, mode: str, alpha_background: str = "blac
             with Image.open(fh, formats=_FORMATS) as img:
                 # Image.open leaves a multi-frame file on its first frame; load() decodes only that frame.
                 unsigned32 = _is_unsigned_32bit_tiff(img)
-                img.load()
-                _apply_exif_orientation(img)
-                out = _to_array(img, mode, background, unsigned32)
+                if reduce_to is not None and img.format in ("JPEG", "MPO"):
+                    img.draft(None, (max(reduce_to), max(reduce_to)))  # either orientation fits
+                with (reserve or _no_reservation)(decode_bytes(img)):
+                    img.load()
+                    _apply_exif_orientation(img)
+                    out = _to_array(img, mode, background, unsigned32, reduce_to)
         except Image.DecompressionBombError as e:
             raise ImageDecodeError(f"image too large (decompression bomb limit): {e}") from e
         except UnidentifiedImageError as e:
@@ -139,6 +162,19 @@ def load_image(path: str | os.PathLike, mode: str, alpha_background: str = "blac
         except _DECODE_ERRORS as e:
             raise ImageDecodeError(f"truncated or corrupt image data: {e}") from e
     return out
+
+
+def _no_reservation(_nbytes: int) -> AbstractContextManager:
+    return nullcontext()
+
+
+def decode_bytes(img: Image.Image) -> int:
+    """About how many bytes decoding ``img`` (header read, not decoded) takes at its peak: the decoded
+    pixels twice (the decoder's image and one conversion) plus the float32 result."""
+    w, h = img.size
+    bands = len(img.getbands())
+    depth = 2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1
+    return w * h * (2 * bands * depth + 3 * 4)
 
 
 def _check_regular_file(path: str) -> None:
@@ -175,11 +211,12 @@ def _apply_exif_orientation(img: Image.Image) -> None:
         warnings.warn(f"unreadable EXIF orientation ignored: {e}", UserWarning, stacklevel=3)
 
 
-def _to_array(img: Image.Image, mode: str, background: float, unsigned32: bool) -> np.ndarray:
+def _to_array(img: Image.Image, mode: str, background: float, unsigned32: bool,
+              reduce_to: tuple[int, int] | None = None) -> np.ndarray:
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         arr = _high_depth(img, background, unsigned32)
     else:
-        arr = _eight_bit(_normalize_8bit(img, mode), background)
+        arr = _eight_bit(_reduce(_normalize_8bit(img, mode), reduce_to), background)
     if mode == "RGB" and arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     np.clip(arr, 0.0, 1.0, out=arr)
@@ -210,6 +247,20 @@ def _normalize_8bit(img: Image.Image, mode: str) -> Image.Image:
     return img
 
 
+def _reduce(img: Image.Image, reduce_to: tuple[int, int] | None) -> Image.Image:
+    """Shrink an L/LA/RGB/RGBA image by the largest integer factor that keeps it at least ``reduce_to``
+    (either orientation); with alpha, premultiplied (mode La/RGBa), as compositing needs it."""
+    if reduce_to is None:
+        return img
+    side = max(reduce_to)
+    factor = min(img.size) // side
+    if factor < 2:
+        return img
+    if img.mode in ("LA", "RGBA"):
+        return img.convert(img.mode[:-1] + "a").reduce(factor)
+    return img.reduce(factor)
+
+
 def _eight_bit(img: Image.Image, background: float) -> np.ndarray:
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 2:
@@ -217,6 +268,12 @@ def _eight_bit(img: Image.Image, background: float) -> np.ndarray:
     arr = arr / np.float32(255.0)
     if img.mode in ("LA", "RGBA"):
         return _composite(arr[:, :, :-1], arr[:, :, -1:], background)
+    if img.mode in ("La", "RGBa"):  # premultiplied (a reduced image): colour * alpha is already there
+        alpha = arr[:, :, -1:]
+        out = arr[:, :, :-1]
+        if background:
+            out = out + np.float32(background) * (np.float32(1.0) - alpha)
+        return out
     return arr
 
 

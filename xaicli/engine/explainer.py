@@ -25,6 +25,7 @@ from xaicli.engine.plan import PlannedMethod, plan_methods, plan_targets
 from xaicli.engine.preprocess import Preprocess
 from xaicli.engine.results import Explanations, MapKey
 from xaicli.methods.base import InputRange, TargetSpec, TopK
+from xaicli.models.digest import ModelDigest, model_digest
 from xaicli.models.loader import LoadedModel, load_model, select_device
 
 
@@ -38,12 +39,16 @@ class Explainer:
     def __init__(self, cfg: Config, loaded: LoadedModel | None = None, device: torch.device | None = None, *,
                  fold_batchnorms: bool = False, functional_relu: bool = False):
         self.cfg = cfg
+        self.notices: list[str] = []  # what the config asked for that is ignored or capped, one line each
         self.loaded = loaded or load_model(cfg)
+        # the model's digest (fingerprints) is of the model as loaded: taken now if preparing changes it
+        self._digest = model_digest(cfg, self.loaded.model) if fold_batchnorms or cfg.run.compile else None
         self.device = device or select_device(cfg.run.device)
         self.pre = Preprocess.for_model(self.loaded, cfg.preprocess.alpha_background)
         model = self.loaded.model.to(self.device)
-        self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded)
-        self.hooked_layers = [layer for pm in self.methods for layer in pm.layers if layer is not None]
+        self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded, self.notices)
+        # every module a method hooks or reads (FullGrad: all conv / batch-norm biases): kept unfolded, eager
+        self.hooked_layers = list(dict.fromkeys(n for pm in self.methods for n in pm.method.layers_read()))
         # before channels_last, which then converts the new weights
         self.folded = self._fold_batchnorms() if fold_batchnorms else []
         self.channels_last = use_channels_last(self.device)
@@ -51,7 +56,10 @@ class Explainer:
             model = model.to(memory_format=torch.channels_last)
         self.compiled = self._compile() if cfg.run.compile else []
         self.functional_relu = functional_relu
-        self.target_spec, self.slots = plan_targets(cfg, self.loaded.classes)
+        self.target_spec, self.slots = plan_targets(cfg, self.loaded.classes, self.notices)
+        if cfg.run.precision != "fp32" and self.device.type != "cuda":
+            self.notices.append(f"run.precision {cfg.run.precision} applies on CUDA only: this "
+                                f"{self.device.type} run computes in fp32")
         self.mean, self.std = self.pre.normaliser(self.device)
         self.input_range: InputRange = (((0 - self.mean) / self.std).flatten(),  # raw 0 and raw 1, normalised
                                         ((1 - self.mean) / self.std).flatten())
@@ -62,6 +70,14 @@ class Explainer:
     @property
     def classes(self) -> list[str]:
         return self.loaded.classes
+
+    @property
+    def digest(self) -> ModelDigest:
+        """What identifies the model: digests of its code and weights as loaded
+        (:mod:`xaicli.models.digest`)."""
+        if self._digest is None:
+            self._digest = model_digest(self.cfg, self.loaded.model)
+        return self._digest
 
     @property
     def map_keys(self) -> list[MapKey]:
@@ -77,14 +93,11 @@ class Explainer:
 
     def _compile(self) -> list[str]:
         """``run.compile``: compile the submodules no hook needs (see :mod:`xaicli.engine.compile`)."""
-        import warnings
-
         from xaicli.engine.compile import compile_around_hooks
 
         blocked = [pm.name for pm in self.methods if pm.method.swaps_relu_rules()]
         if blocked:
-            warnings.warn(f"run.compile ignored: {', '.join(blocked)} swap ReLU rules at run time",
-                          stacklevel=3)
+            self.notices.append(f"run.compile ignored: {', '.join(blocked)} swap ReLU rules at run time")
             return []
         hooked = list(self.hooked_layers)
         if any(pm.method.needs_attention for pm in self.methods):  # their capture swaps these at run time

@@ -1,6 +1,7 @@
 """Turn a validated config + loaded model into concrete work: method instances with checked layers,
 and the target specification. Everything that needs the model to validate is checked here, before
-any image is read, so config mistakes fail fast with exit code 2."""
+any image is read, so config mistakes fail fast with exit code 2; what is ignored or capped is said in
+a one-line notice (``notices``), never silently."""
 
 from __future__ import annotations
 
@@ -26,12 +27,19 @@ class PlannedMethod:
     options: dict  # resolved options, for the manifest / run.json
 
 
-def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
+def plan_methods(cfg: Config, loaded: LoadedModel, notices: list[str] | None = None) -> list[PlannedMethod]:
+    """The methods of ``cfg`` with their layers checked against the model. Layers given to a method that
+    explains the input (``-l`` applies to every method) are ignored with a notice."""
+    notices = [] if notices is None else notices
     planned = []
     for i, mc in enumerate(cfg.methods):
         key = f"methods[{i}]"
         cls = get_method(mc.name, key=f"{key}.name")
         layers = list(mc.layers)
+        if layers and not cls.needs_layer:
+            notices.append(f"{mc.name} explains the input and takes no layer: layers {', '.join(layers)} "
+                           f"ignored for it ({key})")
+            layers = []
         if cls.needs_layer and not layers:
             layer = loaded.default_layer or default_layer(loaded.model, loaded.input_shape)
             if layer is None:
@@ -48,7 +56,25 @@ def plan_methods(cfg: Config, loaded: LoadedModel) -> list[PlannedMethod]:
             _check_feature_maps(loaded, layers, key, method.opts)
         planned.append(PlannedMethod(mc.name, method, list(layers) if cls.needs_layer else [None],
                                      method.opts))
+    _check_gradients(loaded, [pm.name for pm in planned if pm.method.uses_gradients])
     return planned
+
+
+def _check_gradients(loaded: LoadedModel, names: list[str]) -> None:
+    """Gradient methods need the output to depend on the input through autograd: refuse a model whose
+    forward detaches it (``.detach()``, ``torch.no_grad()``, NumPy) now, with one line, not mid-run."""
+    if not names:
+        return
+    param = next(loaded.model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros((1, *loaded.input_shape), device=device, requires_grad=True)
+    with torch.enable_grad():
+        out = loaded.model(x)
+    if isinstance(out, torch.Tensor) and not out.requires_grad:
+        raise ModelError(f"{', '.join(names)} need{'s' if len(names) == 1 else ''} gradients, but the "
+                         "model's output is detached from its input (its forward uses .detach(), "
+                         "torch.no_grad() or non-torch code); use scorecam, which needs no gradients, or fix "
+                         "the model")
 
 
 def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str, options: dict) -> None:
@@ -73,13 +99,19 @@ def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str, option
             raise ConfigError(f"{key}.layers[{j}]", str(err)) from err
 
 
-def plan_targets(cfg: Config, classes: list[str]) -> tuple[TargetSpec, list[Slot]]:
-    """The target spec and the slots (top-1... or fixed classes) each image gets."""
+def plan_targets(cfg: Config, classes: list[str], notices: list[str] | None = None
+                 ) -> tuple[TargetSpec, list[Slot]]:
+    """The target spec and the slots (top-1... or fixed classes) each image gets. A top-k larger than
+    the number of classes is capped (with a notice); a class given twice is refused."""
+    notices = [] if notices is None else notices
     t = cfg.targets
     if t.classes is None:
         k = min(t.topk or 1, len(classes))
+        if (t.topk or 1) > k:
+            notices.append(f"targets.topk: top-{t.topk} asked for, but the model has {len(classes)} classes: "
+                           f"explaining the top-{k}")
         return TopK(k), [Slot("top", r) for r in range(1, k + 1)]
-    idx = []
+    idx: list[int] = []
     for i, c in enumerate(t.classes):
         key = f"targets.classes[{i}]"
         if isinstance(c, int):
@@ -90,4 +122,8 @@ def plan_targets(cfg: Config, classes: list[str]) -> tuple[TargetSpec, list[Slot
             idx.append(classes.index(c))
         else:
             raise UnknownNameError("class", c, classes, key=key)
+        if idx[-1] in idx[:-1]:
+            first = idx.index(idx[-1])
+            raise ConfigError(key, f"class {classes[idx[-1]]!r} (index {idx[-1]}) is listed twice "
+                              f"(also targets.classes[{first}]); list each class once")
     return torch.tensor(idx, dtype=torch.long)[None], [Slot("class", c) for c in idx]

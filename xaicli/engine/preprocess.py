@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from xaicli.engine.decode import load_image
+from xaicli.engine.decode import Reserve, load_image
 from xaicli.errors import ImageDecodeError
 from xaicli.models.loader import LoadedModel, channels_of
 from xaicli.models.transform import UserTransform
@@ -50,9 +50,19 @@ class Preprocess:
     def channels(self) -> int:
         return channels_of(self.mode)
 
-    def load(self, path: str) -> Tensor:
-        """File -> (C, H, W) float32 in [0, 1] at model-input size. Raises ImageDecodeError."""
-        arr = load_image(path, self.mode, self.alpha_background)  # (h, w, C) float32
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """The smallest size a large image is decoded at: twice the model's input (either orientation),
+        so the final antialiased resize still has two source pixels per output pixel."""
+        side = 2 * max(self.size)
+        return side, side
+
+    def load(self, path: str, reserve: Reserve | None = None) -> Tensor:
+        """File -> (C, H, W) float32 in [0, 1] at model-input size. Raises ImageDecodeError.
+
+        Large images are decoded reduced to :attr:`decode_size` (see :mod:`xaicli.engine.decode`);
+        ``reserve`` is the decode-memory budget's context manager factory."""
+        arr = load_image(path, self.mode, self.alpha_background, self.decode_size, reserve)  # (h, w, C)
         if self.transform is not None:
             try:
                 return self._user_transform(arr)

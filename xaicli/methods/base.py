@@ -31,6 +31,12 @@ from xaicli.errors import ConfigError, format_choices, not_allowed
 InputRange = tuple[Tensor, Tensor]
 """Per-channel (C,) values of raw pixel 0 and raw pixel 1 after the model's normalisation."""
 
+MAP_DEFINITION_VERSION = 1
+"""The version of how xaicli computes maps from a model, its inputs and a method's options. Part of every
+fingerprint (:mod:`xaicli.outputs.fingerprint`): bump it in a release that changes what an existing method
+returns for the same options (a formula, a default post-processing step), so that a resume never mixes
+maps of the old and the new definition in one OUTDIR."""
+
 
 @dataclass(frozen=True)
 class TopK:
@@ -72,6 +78,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     kind: type | None = None  # the value's type when the default is None (None: anything goes)
+    affects_map: bool = True  # False for options that only change how a map is computed (chunk sizes)
 
     def validate(self, key: str, value: Any) -> Any:
         kind = self.kind if self.default is None else type(self.default)
@@ -110,7 +117,8 @@ class Explanation:
 
 CHUNK_OPTION = Option(None, "model inputs per forward pass inside one image's computation (masked copies, "
                       "path points, noisy copies x images); default: chosen by the engine (cache-sized on "
-                      "the CPU) and halved automatically after an out-of-memory error", minimum=1, kind=int)
+                      "the CPU) and halved automatically after an out-of-memory error", minimum=1, kind=int,
+                      affects_map=False)
 """The one option name of an inner chunk, declared by every method with ``chunked = True``."""
 
 RENAMED_OPTIONS: Mapping[str, str] = {"batch_size": "chunk_size", "internal_batch_size": "chunk_size"}
@@ -188,10 +196,20 @@ class Method(ABC):
             out[new] = out.pop(k)
         return out
 
+    def map_options(self) -> dict[str, Any]:
+        """The resolved options that decide what the maps are (all but the ones that only change how they
+        are computed, e.g. ``chunk_size``): what a fingerprint records for this method."""
+        return {name: value for name, value in self.opts.items() if self.options[name].affects_map}
+
     def is_signed(self) -> bool:
         """True when this instance's maps lie in [-1, 1] (signed attributions) rather than [0, 1];
         overlays then use a diverging colormap."""
         return False
+
+    def layers_read(self) -> list[str]:
+        """Names of the modules whose outputs or parameters this instance reads while it runs (its hooked
+        layers by default). The engine leaves them as they are: no batch-norm folding, no compilation."""
+        return list(self.layers) if self.needs_layer else []
 
     def swaps_relu_rules(self) -> bool:
         """Whether this instance swaps ReLU backward rules while it runs (a wrapper asks its base)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -19,6 +20,7 @@ class BuiltinModel:
     std: tuple[float, ...]
     default_layer: str
     description: str
+    weights: Path | None = None  # the shipped weights file the factory loads (hashed for fingerprints)
 
 
 def _fashion_mnist() -> BuiltinModel:
@@ -30,6 +32,7 @@ def _fashion_mnist() -> BuiltinModel:
         # seed 000: the second conv block's feature map after batch-norm, before the activation
         default_layer="features.1.bn",
         description="Fashion-MNIST CNN (3 conv blocks), trained by `python -m xaicli.demo.train`",
+        weights=fm.WEIGHTS_PATH,
     )
 
 

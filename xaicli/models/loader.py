@@ -94,12 +94,26 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_error_line(err: Exception) -> str:
-    """torch.load's errors span many lines of advice (with ANSI codes); keep the line that says why."""
+    """torch.load's errors span many lines of advice (with ANSI codes); keep the line that says why, in
+    words a user can act on, whole (cut at a word if it has to be cut at all)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1]
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:  # torch.save(model) instead of torch.save(model.state_dict())
+        return (f"it holds a pickled Python object ({found.group(1)}), a whole model saved with "
+                "torch.save(model), not a state_dict; save model.state_dict() instead (weights-only loading "
+                "never runs pickled code), or use model.source: torchscript or python")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[0] if lines else type(err).__name__)[:300]
+    return shorten(lines[0] if lines else type(err).__name__, 300)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with '...' when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return cut + "..."
 
 
 def _mismatch_summary(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
@@ -178,12 +192,19 @@ def _import_object(spec: str, key: str, base_dir: Path, what: str = "") -> Any:
         sys.modules[mod_name] = module
         try:
             spec_obj.loader.exec_module(module)
+        except SystemExit as err:  # the file called sys.exit() / exit(): not a success, not our exit code
+            sys.modules.pop(mod_name, None)
+            raise ConfigError(key, f"cannot load {file}: it called exit({err.code!r}) while "
+                              "being imported") from err
         except Exception as err:  # a syntax error or any exception while running the user's file
             sys.modules.pop(mod_name, None)
             raise ConfigError(key, f"cannot load {file}: {type(err).__name__}: {err}") from err
     else:
         try:
             module = importlib.import_module(target)
+        except SystemExit as err:
+            raise ConfigError(key, f"cannot import module {target!r}: it called "
+                              f"exit({err.code!r}) while being imported") from err
         except Exception as err:  # ImportError, or whatever the module raises while being imported
             raise ConfigError(key, f"cannot import module {target!r}: {type(err).__name__}: {err}") from err
     if not hasattr(module, name):
@@ -201,6 +222,8 @@ def _factory(spec: str, base_dir: Path) -> nn.Module:
         raise ConfigError("model.factory", f"{target!r} has no callable {name!r}")
     try:
         model = func()
+    except SystemExit as err:  # a factory that exits the interpreter must not end the run with its code
+        raise ModelError(f"factory {spec} called exit({err.code!r}) instead of returning a model") from err
     except Exception as err:  # the user's factory failed: say so, without a traceback
         raise ModelError(f"factory {spec} raised {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
@@ -385,6 +408,8 @@ def _output_size(model: nn.Module, channels: int, size: tuple[int, int], batch: 
     try:
         with torch.no_grad():
             out = model(torch.zeros(batch, channels, *size))
+    except SystemExit as err:
+        raise ModelError(f"the model called exit({err.code!r}) in its forward pass") from err
     except Exception as err:  # any model error here means "this input shape does not fit the model"
         hint = ("; an exported program needs a dynamic batch size: torch.export.export(model, (x,), "
                 "dynamic_shapes={'x': {0: torch.export.Dim('batch')}})" if batch > 1 else "")

@@ -50,3 +50,10 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: object) -> None:
+    """Strict JSON (``allow_nan=False``: no ``NaN``/``Infinity`` tokens), indented, one trailing newline."""
+    import json
+
+    write_text(path, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")

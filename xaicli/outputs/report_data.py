@@ -50,7 +50,8 @@ def collect_report_data(outdir: Path) -> dict[str, Any]:
     if run_json.is_file():
         run = json.loads(run_json.read_text(encoding="utf-8"))
         model = run.get("config", {}).get("model", {})
-        info = {"model": model.get("name") or model.get("path") or model.get("factory"),
+        described = run.get("model", {}).get("description") if isinstance(run.get("model"), dict) else None
+        info = {"model": described or model.get("name") or model.get("path") or model.get("factory"),
                 "methods": [m.get("name") for m in run.get("config", {}).get("methods", [])],
                 "device": run.get("device"), "started": run.get("started"), "status": run.get("status"),
                 "summary": {k: run.get("summary", {}).get(k) for k in ("images_total", "images_explained",

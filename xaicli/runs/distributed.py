@@ -11,17 +11,21 @@ runs :func:`explain_distributed`:
 
 1. the default process group is initialised: ``nccl`` when the run uses CUDA, with rank ``r`` on
    ``cuda:LOCAL_RANK`` (``run.device`` ``auto``/``cuda``), else ``gloo`` on the CPU;
-2. every rank discovers the same sorted image list and takes ``items[rank::world_size]``;
+2. every rank discovers the same sorted image list and takes ``items[rank::world_size]``; rank 0 checks
+   OUTDIR, takes its lock (a second launch into the same OUTDIR is refused on every rank, exit 2) and
+   removes temporary files a killed run left;
 3. each rank writes its own overlays and maps into OUTDIR (paths never collide: they are per image)
    and its rows into ``manifest.rank{R}.jsonl`` and ``run.rank{R}.json``. Rows already in
    ``manifest.jsonl`` (an earlier run, single- or multi-process) or in a shard left by an interrupted
    run count as done, so a rerun resumes, also with a different number of processes;
 4. all ranks meet in one all-reduce, which also agrees on the exit code (the maximum over ranks);
 5. rank 0 merges: ``manifest.jsonl`` becomes the earlier rows plus every shard's rows (one row per
-   explanation, the latest wins), written atomically; ``run.json`` holds rank 0's run information, the
-   summed summary and each rank's own summary and timings (``ranks``). The shard files are then
-   deleted: everything in them is in the merged files. A run killed before the merge leaves its
-   shards; the next run reads and merges them.
+   explanation, the latest wins; an earlier error row of an image the shards hold again is dropped),
+   written atomically; ``run.json`` holds rank 0's run information (with the ``history`` of the runs
+   that wrote the folder), the summed summary and each rank's own summary and timings (``ranks``). The
+   shard files are then deleted: everything in them is in the merged files. A run killed before the
+   merge leaves its shards; the next run reads and merges them. Every rank checks the rows already
+   there against its run's fingerprints, as a single process does (a different configuration: exit 2).
 
 Only rank 0 reports progress and prints the summary. OUTDIR must be on a file system every rank sees
 (one machine, or a shared mount across nodes).
@@ -93,7 +97,10 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
     from xaicli.engine import Explainer
     from xaicli.engine.discover import discover_images
     from xaicli.errors import UsageError
+    from xaicli.outputs.lock import OutdirLock
+    from xaicli.outputs.outdir import remove_stale_temporaries
     from xaicli.runs.explain import explain_shard
+    from xaicli.runs.preflight import prepare_inputs
 
     cfg.run.device = _rank_device(cfg, env)
     cuda = cfg.run.device.startswith("cuda")
@@ -108,13 +115,19 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
+    lock = OutdirLock(outdir)
     try:
         error: BaseException | None = None
-        try:  # 1. the image list; rank 0 clears an OUTDIR that is overwritten before anyone writes
-            items = discover_images(inputs)
-            outdir.mkdir(parents=True, exist_ok=True)
-            if overwrite and env.rank == 0:
-                _remove_old_results(outdir)
+        try:  # 1. the image list; rank 0 locks OUTDIR and clears it when overwritten, before anyone writes
+            if env.rank == 0:
+                items = prepare_inputs(inputs, outdir, progress.note if progress else _ignore)
+                outdir.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
+                remove_stale_temporaries(outdir)
+                if overwrite:
+                    _remove_old_results(outdir)
+            else:
+                items = discover_images(inputs, exclude=[outdir] if outdir.is_dir() else [])
         except UsageError as err:
             error = err
         if agree(int(ExitCode.USAGE) if error else 0):
@@ -131,6 +144,7 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
             summary = explain_shard(cfg, explainer, mine, inputs, outdir, overwrite=overwrite,
                                     progress=progress, manifest_name=SHARD_MANIFEST.format(rank=env.rank),
                                     run_json_name=SHARD_RUN_JSON.format(rank=env.rank), done_manifests=done,
+                                    announce_to=[RUN_JSON] if env.rank == 0 else [], sweep_temporaries=False,
                                     t0=t0)
             code = summary.exit_code
         except UsageError as err:
@@ -152,7 +166,12 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
             _finish_on_rank0(cfg, outdir, progress)
         return merged, ExitCode(max(agreed, merge_failed))
     finally:
+        lock.release()
         dist.destroy_process_group()
+
+
+def _ignore(_text: str) -> None:
+    pass
 
 
 def _finish_on_rank0(cfg: Config, outdir: Path, progress) -> None:
@@ -188,16 +207,19 @@ def _remove_old_results(outdir: Path) -> None:
 def merge_outputs(outdir: Path, world_size: int, overwrite: bool = False):
     """Rank 0, after every rank finished: merge the shard manifests and run files; delete the shards."""
     from xaicli.outputs import atomic
+    from xaicli.outputs.layout import output_path
     from xaicli.outputs.manifest import read_rows
+    from xaicli.outputs.run_json import write_run_json
     from xaicli.runs.summary import RunSummary
 
-    sources = ([] if overwrite else [outdir / MANIFEST]) + _shard_manifests(outdir)
+    shard_rows = [row for path in _shard_manifests(outdir) for row in read_rows(path)]
+    again = {row.key[0] for row in shard_rows}  # images this run handled: their old error rows go
+    earlier = [] if overwrite else [r for r in read_rows(outdir / MANIFEST) if r.ok or r.key[0] not in again]
     rows = {}
-    for path in sources:
-        for row in read_rows(path):
-            rows[row.key] = row  # the latest row of an explanation wins; first-seen order is kept
+    for row in [*earlier, *shard_rows]:
+        rows[row.key] = row  # the latest row of an explanation wins; first-seen order is kept
     text = "".join(r.to_json() + "\n" for r in rows.values())
-    atomic.write_text(outdir / MANIFEST, text)
+    atomic.write_text(output_path(outdir, MANIFEST), text)
 
     infos = []
     for rank in range(world_size):
@@ -214,14 +236,18 @@ def merge_outputs(outdir: Path, world_size: int, overwrite: bool = False):
     statuses = [i.get("status", "?") if i else "missing" for i in infos]
     run = dict(infos[0] or {})
     run.pop("oom_backoff", None)
+    status = "complete" if all(s == "complete" for s in statuses) else "incomplete"
+    if run.get("history"):
+        run["history"][-1].update(status=status, summary={k: summary.to_dict()[k] for k in (
+            "images_total", "images_explained", "images_skipped", "images_failed", "rows_written")})
     run.update(
-        status="complete" if all(s == "complete" for s in statuses) else "incomplete",
+        status=status,
         world_size=world_size, summary=summary.to_dict(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         ranks=[{"rank": r, "status": s, "device": i and i.get("device"), "summary": i and i.get("summary"),
                 "oom_backoff": i and i.get("oom_backoff")} for r, (s, i) in enumerate(zip(statuses, infos,
                                                                                            strict=True))],
     )
-    atomic.write_text(outdir / RUN_JSON, json.dumps(run, indent=2, default=str) + "\n")
+    write_run_json(outdir, run)
     for path in outdir.iterdir():
         if _SHARD.match(path.name):
             path.unlink(missing_ok=True)

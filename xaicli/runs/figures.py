@@ -6,8 +6,8 @@ Outputs (relative to OUTDIR):
   images of the class in discovery order; rows = the originals, then one overlay row per target rank
   (top-1 ... top-k), for each configured (method, layer). The class is the true label (the folder
   name) or, without one, the top-1 predicted class.
-* ``compare/<image path without suffix>.png`` (``figures.compare``): for each image kept for the
-  figures, one row: the original, then each (method, layer) for its first target.
+* ``compare/<image path>.png`` (``figures.compare``, e.g. ``compare/cat/a.jpg.png``): for each image kept
+  for the figures, one row: the original, then each (method, layer) for its first target.
 * ``figures/figures.json``: what each figure shows (class, methods, layers, images, captions), read
   by the HTML report and by tests.
 
@@ -38,13 +38,13 @@ from xaicli.config import Config
 from xaicli.engine import ExplainedBatch, Explainer, MapKey, Slot, explain_items
 from xaicli.engine.discover import InputImage, true_label
 from xaicli.outputs import atomic
-from xaicli.outputs.layout import MANIFEST, safe_name
+from xaicli.outputs.layout import COMPARE_DIR, FIGURES_DIR, MANIFEST, output_path, safe_name
 from xaicli.outputs.manifest import read_rows
 from xaicli.render.figures import FigureStyle, RenderedFigure, compare_grid, topk_grid
 from xaicli.runs.progress import ProgressSink
 from xaicli.runs.summary import RunSummary
 
-FIGURES_JSON = "figures/figures.json"
+FIGURES_JSON = f"{FIGURES_DIR}/figures.json"
 UNLABELLED = "unlabelled"
 
 
@@ -154,13 +154,13 @@ def recompute_skipped(explainer: Explainer, items: list[InputImage], collector: 
         if not row.ok:
             continue
         if row.label:
-            group_of[row.image] = row.label
+            group_of[row.key[0]] = row.label
         elif row.slot == "top1":
-            group_of.setdefault(row.image, row.target_name)
+            group_of.setdefault(row.key[0], row.target_name)
     wanted: list[InputImage] = []
     counts: dict[str, list[int]] = {}
     for it in skipped:  # discovery order: the first ones of each group win, as in a fresh run
-        group = group_of.get(str(it.path), UNLABELLED)
+        group = group_of.get(str(it.rel), UNLABELLED)
         index = collector.order[it.path]
         taken = counts.setdefault(group, [])
         if len(taken) < collector.per_class and collector.wants(group, index):
@@ -181,7 +181,7 @@ def write_figures(cfg: Config, collector: FigureCollector, outdir: Path, progres
         records += write_topk_figures(collector, outdir, style)
     if cfg.figures.compare:
         records += write_compare_figures(collector, outdir, style)
-    atomic.write_text(outdir / FIGURES_JSON, json.dumps({"figures": records}, indent=1) + "\n")
+    atomic.write_text(output_path(outdir, FIGURES_JSON), json.dumps({"figures": records}, indent=1) + "\n")
     kinds = ", ".join(sorted({r["kind"] for r in records}))
     progress.note(f"figures: {len(records)} written ({kinds}) under {outdir}")
 
@@ -190,8 +190,12 @@ def key_label(method: str, layer: str | None) -> str:
     return f"{method} @ {layer}" if layer else method
 
 
-def save_figure(fig: RenderedFigure, outdir: Path, rel: str) -> None:
-    atomic.write_bytes(outdir / rel, fig.png_bytes())
+def save_figure(fig: RenderedFigure, outdir: Path, rel: str, *, image_outputs: bool = False) -> str:
+    """Store ``fig`` at ``rel`` inside OUTDIR (escaped, checked); returns the path written, relative to
+    OUTDIR (what the figure indexes record)."""
+    path = output_path(outdir, rel, image_outputs=image_outputs)
+    atomic.write_bytes(path, fig.png_bytes())
+    return path.relative_to(outdir).as_posix()
 
 
 def figure_record(kind: str, path: str, fig: RenderedFigure, group: str | None, keys: Sequence[MapKey],
@@ -234,8 +238,7 @@ def write_topk_figures(collector: FigureCollector, outdir: Path, style: FigureSt
     records = []
     for group, samples in collector.sorted_groups():
         fig = topk_figure(group, samples, collector, style)
-        rel = f"figures/topk/{safe_name(group)}.png"
-        save_figure(fig, outdir, rel)
+        rel = save_figure(fig, outdir, f"{FIGURES_DIR}/topk/{safe_name(group)}.png")
         records.append(figure_record("topk", rel, fig, group, collector.keys, samples,
                                      slots=[s.name for s in collector.slots]))
     return records
@@ -254,7 +257,9 @@ def compare_figure(sample: Sample, collector: FigureCollector, style: FigureStyl
 
 
 def compare_path(rel: PurePosixPath) -> str:
-    return f"compare/{rel.with_suffix('').as_posix()}.png"
+    """``compare/<image path>.png``: the image's path below its input root, extension kept (``a.png`` and
+    ``a.jpg`` get a figure each)."""
+    return f"{COMPARE_DIR}/{rel.as_posix()}.png"
 
 
 def write_compare_figures(collector: FigureCollector, outdir: Path, style: FigureStyle) -> list[dict]:
@@ -263,7 +268,6 @@ def write_compare_figures(collector: FigureCollector, outdir: Path, style: Figur
     for group, samples in collector.sorted_groups():
         for s in samples:
             fig = compare_figure(s, collector, style)
-            rel = compare_path(s.item.rel)
-            save_figure(fig, outdir, rel)
+            rel = save_figure(fig, outdir, compare_path(s.item.rel))
             records.append(figure_record("compare", rel, fig, group, collector.keys, [s]))
     return records

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from xaicli.outputs import atomic
+from xaicli.outputs.layout import INDEX_HTML, output_path
 from xaicli.outputs.report_data import collect_report_data
 from xaicli.render.report import report_page
 
-INDEX_HTML = "index.html"
+__all__ = ["INDEX_HTML", "write_report"]
 
 
 def write_report(outdir: Path, title: str | None = None) -> Path:
@@ -24,6 +25,6 @@ def write_report(outdir: Path, title: str | None = None) -> Path:
     write is atomic: a browser refreshing the page mid-run sees the old page or the new, never half.
     """
     page = report_page(collect_report_data(outdir), title or f"xaicli report: {outdir.resolve().name}")
-    path = outdir / INDEX_HTML
+    path = output_path(outdir, INDEX_HTML)
     atomic.write_text(path, page)
     return path

@@ -29,19 +29,21 @@ from pathlib import Path
 
 from xaicli.config import Config, MethodConfig, TargetsConfig
 from xaicli.engine import Explainer, explain_items
-from xaicli.engine.discover import InputImage, discover_images, true_label
+from xaicli.engine.discover import InputImage, true_label
 from xaicli.errors import ExitCode, UsageError
-from xaicli.methods import get_method
+from xaicli.methods import get_method, methods_where
 from xaicli.models.candidates import Candidate, resolve_layers
 from xaicli.models.loader import load_model
 from xaicli.outputs import atomic
-from xaicli.outputs.layout import safe_name
+from xaicli.outputs.layout import SWEEP_DIR, output_path, safe_name
+from xaicli.outputs.lock import OutdirLock
 from xaicli.render.figures import FigureStyle, RenderedFigure, sweep_grid
 from xaicli.runs.figures import FigureCollector, Sample, figure_record, save_figure
+from xaicli.runs.preflight import prepare_inputs
 from xaicli.runs.progress import NullProgress, ProgressSink
 from xaicli.runs.report import write_report
 
-SWEEP_JSON = "sweep/sweep.json"
+SWEEP_JSON = f"{SWEEP_DIR}/sweep.json"
 
 
 @dataclass
@@ -73,8 +75,8 @@ def sweep_config(cfg: Config, method: str, layers: Sequence[str]) -> Config:
     """A copy of ``cfg`` that runs ``method`` at ``layers`` for one target (top-1 or the first class)."""
     cls = get_method(method, key="--method")
     if not cls.needs_layer:
-        raise UsageError(f"sweep needs a method that explains a layer (a CAM method); {method!r} explains "
-                         "the input. See `xaicli methods`.")
+        raise UsageError(f"sweep needs a method that explains a chosen layer (a CAM method); {method!r} "
+                         f"takes no layers. Choose one of: {', '.join(methods_where(needs_layer=True))}")
     out = copy.deepcopy(cfg)
     given = next((dict(m.options) for m in cfg.methods if m.name == method), {})
     if "normalise" in cls.options:
@@ -98,11 +100,30 @@ def run_sweep(cfg: Config, inputs: Sequence[str], outdir: Path, *, layers: str |
     per_class = images_per_class or cfg.figures.images_per_class
     if per_class < 1:
         raise UsageError("--images-per-class must be >= 1")
-    items = discover_images(inputs)
+    items = prepare_inputs(inputs, outdir, progress.note)
+    lock = OutdirLock(outdir)
+    try:
+        if outdir.is_dir():
+            lock.acquire()
+        summary = _sweep(cfg, items, outdir, layers, method, per_class, progress, lock)
+    finally:
+        lock.release()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _sweep(cfg: Config, items: list[InputImage], outdir: Path, layers: str | Sequence[str], method: str,
+           per_class: int, progress: ProgressSink, lock: OutdirLock) -> SweepSummary:
+    """The sweep of :func:`run_sweep` once the inputs and OUTDIR are checked (``lock`` is taken as soon
+    as OUTDIR exists)."""
     loaded = load_model(cfg)  # once: the candidates are found on it, then the explainer prepares it
     cands = resolve_layers(layers, loaded.model, loaded.input_shape)
     explainer = Explainer(sweep_config(cfg, method, [c.name for c in cands]), loaded=loaded,
                           fold_batchnorms=True, functional_relu=True)
+    for notice in explainer.notices:
+        progress.note(f"notice: {notice}")
+    outdir.mkdir(parents=True, exist_ok=True)
+    lock.acquire()
     summary = SweepSummary(outdir, method, cands)
 
     groups = _groups(items, explainer, summary, progress)
@@ -130,11 +151,10 @@ def run_sweep(cfg: Config, inputs: Sequence[str], outdir: Path, *, layers: str |
     style = FigureStyle.from_config(cfg)
     records = write_sweep_figures(collector, cands, method, outdir, style)
     summary.figures = [r["path"] for r in records]
-    atomic.write_text(outdir / SWEEP_JSON, json.dumps({
+    atomic.write_text(output_path(outdir, SWEEP_JSON), json.dumps({
         "method": method, "layers": summary.to_dict()["layers"], "figures": records}, indent=1) + "\n")
     if cfg.figures.html:
         summary.report = write_report(outdir)
-    summary.seconds = time.perf_counter() - t0
     return summary
 
 
@@ -199,16 +219,15 @@ def write_sweep_figures(collector: FigureCollector, cands: list[Candidate], meth
                            [s.item.rel.stem for s in samples],
                            f"rows: candidate feature maps in forward order; {what} "
                            "(captioned under the original)")
-        rel = f"sweep/{safe_name(group)}.png"
-        save_figure(fig, outdir, rel)
+        rel = save_figure(fig, outdir, f"{SWEEP_DIR}/{safe_name(group)}.png")
         records.append(figure_record("sweep", rel, fig, group, [(method, c.name) for c in cands], samples))
     if groups:
         firsts = [samples[0] for _, samples in groups]
         fig = sweep_figure(f"Layer sweep summary ({method})", firsts, cands, method, collector, style,
                            [g for g, _ in groups],
                            f"one image per class; rows: candidate feature maps; {what}")
-        save_figure(fig, outdir, "sweep/summary.png")
-        records.append(figure_record("sweep-summary", "sweep/summary.png", fig, None,
+        rel = save_figure(fig, outdir, f"{SWEEP_DIR}/summary.png")
+        records.append(figure_record("sweep-summary", rel, fig, None,
                                      [(method, c.name) for c in cands], firsts))
     return records
 

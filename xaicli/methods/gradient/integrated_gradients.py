@@ -35,18 +35,18 @@ from torch import Tensor
 from xaicli.errors import ConfigError
 from xaicli.methods.base import CHUNK_OPTION, Call, InputRange, Option, TargetSpec, resolve_targets
 from xaicli.methods.gradient._base import (
+    BASELINE_HELP,
+    BASELINES,
     PIXEL_OPTIONS,
     Attribution,
     PixelMethod,
-    gaussian_blur,
-    input_bounds,
+    reference_input,
     row_chunks,
 )
 from xaicli.methods.hooks import inference_state
 from xaicli.methods.registry import register
 
 QUADRATURES = ("riemann_trapezoid", "gausslegendre", "riemann_left", "riemann_right", "riemann_middle")
-BASELINES = ("black", "zeros", "blur", "uniform")
 
 
 def quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
@@ -77,8 +77,7 @@ class IntegratedGradients(PixelMethod):
         **PIXEL_OPTIONS,
         "steps": Option(50, "number of points on the path from the baseline to the input", minimum=1),
         "method": Option("riemann_trapezoid", "quadrature rule along the path", choices=QUADRATURES),
-        "baseline": Option("black", "reference input: black (raw 0 after normalisation), zeros (normalised "
-                           "0), blur (Gaussian-blurred input) or uniform (seeded noise)", choices=BASELINES),
+        "baseline": Option("black", BASELINE_HELP, choices=BASELINES),
         "blur_sigma": Option(5.0, "Gaussian sigma in pixels for baseline: blur", minimum=0.0),
         "seed": Option(0, "random seed for baseline: uniform", minimum=0),
         "chunk_size": CHUNK_OPTION,
@@ -92,20 +91,9 @@ class IntegratedGradients(PixelMethod):
         return opts
 
     def baseline(self, x: Tensor, input_range: InputRange | None = None) -> Tensor:
-        """The reference input x' (B, C, H, W) for ``x``."""
-        kind = self.opts["baseline"]
-        if kind == "zeros":
-            return torch.zeros_like(x)
-        if kind == "black":
-            if input_range is None:
-                return torch.zeros_like(x)
-            return input_bounds(x, input_range)[0].expand_as(x).clone()
-        if kind == "blur":
-            return gaussian_blur(x, self.opts["blur_sigma"])
-        lo, hi = input_bounds(x, input_range)
-        gen = torch.Generator(device=x.device).manual_seed(self.opts["seed"])
-        u = torch.rand((1, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)  # (1, C, H, W)
-        return (lo + u * (hi - lo)).expand_as(x)
+        """The reference input x' (B, C, H, W) for ``x`` (see :func:`._base.reference_input`)."""
+        opts = self.opts
+        return reference_input(opts["baseline"], x, input_range, opts["blur_sigma"], opts["seed"])
 
     def raw(self, x: Tensor, targets: TargetSpec, call: Call) -> Attribution:
         b = x.shape[0]
