@@ -58,7 +58,11 @@ class Layout:
     prefix: int = 0  # tokens only: leading non-spatial tokens, dropped
 
     def to_nchw(self, t: Tensor) -> Tensor:
-        """The layer output (or its gradient) as ``(B, C, h, w)``; class/register tokens dropped."""
+        """The layer output (or its gradient) as ``(B, C, h, w)``; class/register tokens dropped.
+
+        Always a view of ``t`` (a permutation, a slice and a split of one dimension; never a copy), so
+        writing into the result writes into ``t`` (Ablation-CAM zeroes channels of a layer output this
+        way)."""
         if self.kind == "nchw":
             return t
         if self.kind == "nhwc":

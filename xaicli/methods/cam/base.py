@@ -47,10 +47,14 @@ from xaicli.methods.postprocess import minmax_normalise, upsample
 from xaicli.models.layers import layer_layout
 from xaicli.models.layout import LAYOUT_CHOICES
 
-CAM_OPTIONS: dict[str, Option] = {
+MAP_OPTIONS: dict[str, Option] = {
     "upsample": Option("bilinear", "how the layer-resolution map is resized to the input",
                        choices=("bilinear", "bicubic", "nearest")),
     "normalise": Option(True, "min-max normalise each map to [0, 1] (false: raw ReLU'd values)"),
+}
+"""How a CAM's map is finished (:meth:`CAMMethod.finish`): every CAM method has these."""
+
+LAYOUT_OPTIONS: dict[str, Option] = {
     "layer_layout": Option("auto", "how the layer's output holds its grid: auto (inferred, see `xaicli "
                            "layers`), nchw (B, C, h, w), nhwc (B, h, w, C), tokens (B, T, D) with "
                            "class/register tokens inferred, tokens_cls (B, 1 + h*w, D)",
@@ -58,6 +62,10 @@ CAM_OPTIONS: dict[str, Option] = {
     "grid": Option(None, "[h, w] patch grid of a token layer (default: inferred from the model and the "
                    "input size); leading tokens beyond h*w are dropped", kind=list),
 }
+"""How the explained layer's output is read as (B, C, h, w) (:meth:`CAMMethod.feature_map`): the methods
+that explain a layer have these; FullGrad, which reads NCHW convolutions and batch norms, does not."""
+
+CAM_OPTIONS: dict[str, Option] = {**MAP_OPTIONS, **LAYOUT_OPTIONS}
 
 
 class CAMMethod(Method):
@@ -137,7 +145,9 @@ class ForwardCAM(CAMMethod):
     @abstractmethod
     def layer_cam(self, x: Tensor, layer: str, acts: Tensor, logits: Tensor, tgt: Tensor,
                   call: Call) -> Tensor:
-        """(B, C, h, w) activations of ``layer`` -> (B, K, h, w) un-normalised maps for targets ``tgt``."""
+        """(B, C, h, w) activations of ``layer`` (already read through :meth:`feature_map`: channels-last
+        maps permuted, class/register tokens dropped) -> (B, K, h, w) un-normalised maps for targets
+        ``tgt``."""
 
     @torch.no_grad()
     def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
@@ -146,6 +156,8 @@ class ForwardCAM(CAMMethod):
             with capture_activations(self.model, self.layers, differentiable=False) as acts:
                 logits = self.model(x)  # (B, N)
             tgt = resolve_targets(logits, targets)  # (B, K)
-            maps = {name: self.finish(self.layer_cam(x, name, acts[name].float(), logits, tgt, call), size)
-                    for name in self.layers}
+            maps = {}
+            for name in self.layers:
+                features = self.feature_map(name, acts[name], size).float()  # (B, C, h, w)
+                maps[name] = self.finish(self.layer_cam(x, name, features, logits, tgt, call), size)
         return Explanation(maps=maps, targets=tgt, logits=logits)
