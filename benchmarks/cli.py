@@ -15,14 +15,17 @@ from typing import Annotated
 
 import typer
 
-from benchmarks.rows import EXTRA_ROWS
+from benchmarks.rows import EXTRA_ROWS, METRIC_ROWS
 
 ROWS_HELP = ("Rows to run (repeatable or comma-separated): any attribution method (one row per method "
-             "`xaicli methods` lists), " + ", ".join(EXTRA_ROWS) + ". Default: all.")
+             "`xaicli methods` lists), " + ", ".join(EXTRA_ROWS) + "; the metric rows "
+             + ", ".join(METRIC_ROWS) + " (against the RISE authors' loop, Quantus and pytorch-grad-cam's "
+             "ROAD). Default: the methods and " + ", ".join(EXTRA_ROWS) + ".")
 
 
 def bench(
-    model: Annotated[str, typer.Option(help="torchvision architecture (random weights).")] = "resnet18",
+    model: Annotated[str, typer.Option(help="torchvision architecture (random weights), or the bundled "
+                                       "fashion_mnist_cnn (its own 28x28 input).")] = "resnet18",
     size: Annotated[int, typer.Option(min=8, help="Input size (square).")] = 224,
     vit_model: Annotated[str, typer.Option(help="torchvision vision transformer for the attention rows "
                                            "and gradcam_vit (random weights, 224x224).")] = "vit_b_16",
@@ -81,6 +84,7 @@ def bench(
 EPILOG = ("Examples (`python benchmarks/bench.py` takes the same arguments):\n\n  xaicli bench\n\n"
           "  xaicli bench --quick\n\n"
           "  xaicli bench -m gradcam -m e2e --markdown table.md\n\n"
+          "  xaicli bench -m deletion -m road -m mprt --model fashion_mnist_cnn\n\n"
           "  xaicli bench --device cuda --model resnet50 --batch 128 --images 1024 --precision bf16")
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich",

@@ -15,6 +15,11 @@ EXTRA_ROWS = ("forward", "topk", "gradcam_vit", "e2e")
 transformer (its default layer, against pytorch-grad-cam with the documented ``reshape_transform``), the
 end-to-end run."""
 
+METRIC_ROWS = ("deletion", "road", "mprt")
+"""The evaluation metrics against their references (:mod:`benchmarks.metric_rows`): deletion + insertion
+vs the RISE authors' loop and Quantus' PixelFlipping, ROAD vs pytorch-grad-cam, MPRT vs Quantus. Not in
+the default run (``xaicli bench`` times the methods); ask for them: ``xaicli bench -m deletion``."""
+
 ALIGNMENT: dict[str, dict] = {
     "gradcam_pp": {"alpha_norm": False},
     "scorecam": {"weights": "channel_softmax", "mask_align_corners": True},
@@ -81,6 +86,11 @@ def transformer_rows() -> tuple[str, ...]:
 
 
 def all_rows() -> tuple[str, ...]:
+    """Every row name ``-m`` accepts; the default run is :func:`default_rows`."""
+    return (*method_rows(), *EXTRA_ROWS, *METRIC_ROWS)
+
+
+def default_rows() -> tuple[str, ...]:
     return (*method_rows(), *EXTRA_ROWS)
 
 

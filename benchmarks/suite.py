@@ -41,7 +41,16 @@ from benchmarks.references import (
     reference_library,
     vit_reshape_transform,
 )
-from benchmarks.rows import NOTES, all_rows, comparison, heavy_rows, method_rows, transformer_rows
+from benchmarks.rows import (
+    METRIC_ROWS,
+    NOTES,
+    all_rows,
+    comparison,
+    default_rows,
+    heavy_rows,
+    method_rows,
+    transformer_rows,
+)
 
 #: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
 #: every registered method (see :mod:`benchmarks.rows`)
@@ -169,11 +178,13 @@ class Subject:
 
 def _config(opts: BenchOptions, method: str, options: dict, topk: int = 1, subject: Subject | None = None):
     from xaicli.config import config_from_dict
+    from xaicli.models.builtin import BUILTIN_MODELS
 
     name, size = (subject.name, subject.size) if subject else (opts.model, opts.size)
+    builtin = name in BUILTIN_MODELS  # e.g. the bundled fashion_mnist_cnn, at its own input size
     return config_from_dict({
-        "model": {"source": "torchvision", "name": name},
-        "preprocess": {"size": [size, size]},
+        "model": {"source": "builtin" if builtin else "torchvision", "name": name},
+        "preprocess": {} if builtin else {"size": [size, size]},
         "methods": [{"name": method, "options": options}],
         "targets": {"topk": topk},
         "run": {"device": opts.device, "batch_size": opts.batch, "precision": opts.precision},
@@ -222,11 +233,12 @@ class Suite:
         self.loaded = load_model(_config(opts, "gradcam", {}))
         # what a user hands to the reference libraries: the same weights, PyTorch's default layout
         self.ref_model = copy.deepcopy(self.loaded.model).to(self.device).eval()
-        self.cnn = Subject(opts.model, opts.size, self.loaded, self.ref_model)
+        # (a builtin model has its own input size, not opts.size)
+        self.cnn = Subject(opts.model, self.loaded.size[0], self.loaded, self.ref_model)
         self._vit: Subject | None = None
         self.report = BenchReport(opts, environment(self.device))
         self.images = synthetic_images(max(opts.images, opts.heavy_images, opts.scorecam_images),
-                                       (opts.size, opts.size), seed=opts.seed)
+                                       self.loaded.size, seed=opts.seed, channels=self.loaded.input_shape[0])
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -254,7 +266,7 @@ class Suite:
         known = get_method(method).options
         options = {k: v for k, v in options.items() if k in known}
         return Explainer(_config(self.opts, method, options, topk, subject), subject.loaded, self.device,
-                         fold_batchnorms=True, functional_relu=True)
+                         fold_batchnorms=True, functional_relu=True, emit_warnings=False)
 
     def engine_fn(self, explainer, images: Tensor, batch: int, render: bool = False) -> Callable[[], list]:
         """What xaicli does per batch: explain on the device (in CPU micro-batches, as the CLI does), maps
@@ -300,6 +312,11 @@ class Suite:
                 self.topk_row()
             elif name == "gradcam_vit":
                 self.method_row("gradcam", self.vit(), row="gradcam_vit")
+            elif name in METRIC_ROWS:
+                from benchmarks.metric_rows import metric_rows
+
+                for row in metric_rows(self, name):
+                    self.add(row)
             elif name == "e2e":
                 from benchmarks.end_to_end import end_to_end_row
 
@@ -357,8 +374,9 @@ class Suite:
         batch = min(opts.batch, n)
         repeats = opts.heavy_repeats if name in HEAVY or subject is not self.cnn else opts.repeats
         images = self.images[:n]
-        if subject.size != opts.size:
-            images = synthetic_images(n, (subject.size, subject.size), seed=opts.seed)
+        if subject is not self.cnn:
+            images = synthetic_images(n, (subject.size, subject.size), seed=opts.seed,
+                                      channels=subject.loaded.input_shape[0])
         explainer = self.explainer(name, options, subject=subject)
         layer, module = self.layer_module(explainer, subject)
         lo, hi = (0 - explainer.mean) / explainer.std, (1 - explainer.mean) / explainer.std
@@ -459,7 +477,7 @@ def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = print) -> Ben
             from xaicli.errors import UnknownNameError
 
             raise UnknownNameError("benchmark row", unknown[0], ALL_ROWS)
-    rows = list(opts.methods or ALL_ROWS)
+    rows = list(opts.methods or default_rows())
     suite = Suite(opts, log)
     if opts.is_quick:
         suite.report.notes.append("quick run: too few images and repeats to judge the targets (start-up "

@@ -99,6 +99,33 @@ def describe_layers(model: nn.Module, input_shape: tuple[int, int, int],
     return infos
 
 
+def negative_fractions(model: nn.Module, layers: Collection[str], probe: Tensor) -> dict[str, float]:
+    """Share of negative values in each layer's output for the (N, C, H, W) ``probe`` input (on the
+    model's device). Layers that refuse hooks or are not called are left out."""
+    found: dict[str, float] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(_m: nn.Module, _i: tuple, out: object) -> None:
+            if isinstance(out, Tensor) and out.numel():
+                found[name] = float((out.detach() < 0).float().mean())
+
+        return hook
+
+    try:
+        for name in layers:
+            try:
+                handles.append(find_module(model, name).register_forward_hook(make(name)))
+            except (RuntimeError, AttributeError):
+                continue
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
 def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | None:
     """The layer CAM methods explain when the config names none.
 

@@ -30,17 +30,25 @@ def blend(base: Tensor, heat: Tensor, alpha: float) -> Tensor:
     return to_uint8((1 - alpha) * base + alpha * heat)
 
 
+NEUTRAL = 0.5
+"""The colour (mid grey) that a flat map is drawn in: no colour means nothing to show."""
+
+
 def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 0.5, signed: bool = False,
-            scale: int = 1) -> Tensor:
+            scale: int = 1, flat: Tensor | None = None) -> Tensor:
     """Blend heatmaps over images: ``(1 - alpha) * image + alpha * colour(map)``.
 
     images: (B, C, H, W) in [0, 1]; maps: (B, K, H, W) in [0, 1] ([-1, 1] if ``signed``, which then uses
     a diverging colormap unless one was chosen). Returns uint8 (B, K, H*scale, W*scale, 3); ``scale``
-    enlarges small inputs with nearest-neighbour so pixels stay visible.
+    enlarges small inputs with nearest-neighbour so pixels stay visible. ``flat`` (B, K) bool: maps
+    drawn neutral (:data:`NEUTRAL` grey instead of a colour: the lowest colour of the map would claim
+    "nothing important here", which a flat map does not know either).
     """
     if scale > 1:
         images = F.interpolate(images.float(), scale_factor=scale, mode="nearest")
         maps = F.interpolate(maps.float(), scale_factor=scale, mode="nearest")
     base = to_rgb(images.float())[:, None]  # (B, 1, H, W, 3)
     heat = apply_colormap(maps, colormap, signed)  # (B, K, H, W, 3)
+    if flat is not None:
+        heat = torch.where(flat.to(heat.device)[:, :, None, None, None], torch.full_like(heat, NEUTRAL), heat)
     return blend(base, heat, alpha)

@@ -32,7 +32,7 @@ import torch
 
 from xaicli import __version__
 from xaicli.config import Config
-from xaicli.engine import ExplainedBatch, Explainer
+from xaicli.engine import ExplainedBatch, Explainer, flat_maps
 from xaicli.engine.discover import InputImage, true_label
 from xaicli.outputs import atomic
 from xaicli.outputs.fingerprint import RunIdentity, check_resume, map_key
@@ -175,17 +175,21 @@ class ExplanationWriter:
         images = batch.images.to(ex.device, non_blocking=True)
         futures, rows = [], []
         write = self._pool.submit
+        tolerance = {pm.name: pm.options.get("tolerance") for pm in ex.methods}
         for (method, layer), m in result.maps.items():
             fingerprint = self.fingerprints[map_key(method, layer)]
             bad_maps = ~torch.isfinite(m).flatten(2).all(dim=2)  # (B, K)
             if bool(bad_maps.any()):
                 m = torch.nan_to_num(m, nan=0.0, posinf=1.0, neginf=0.0)
             bad = bad_maps.cpu().tolist()
-            over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale
+            flat = flat_maps(m, images)  # (B, K): nothing to show; drawn neutral, flagged, counted
+            over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale, flat
                            ).cpu().numpy() if out.overlays else None
             arr = m.cpu().numpy() if out.maps else None
             extras = {name: v.float().cpu().tolist() for (meth, name), v in result.extras.items()
                       if meth == method}
+            extras["flat"] = flat.cpu().tolist()
+            stats = self.summary.stats(method, layer, tolerance.get(method))
             for b, item in enumerate(batch.items):
                 if writable[b] is not None:
                     continue
@@ -212,6 +216,7 @@ class ExplanationWriter:
                         path = output_path(self.outdir, f"{stem}.npy", image_outputs=True)
                         row.map = path.relative_to(self.outdir).as_posix()
                         futures.append(write(atomic.write_npy, path, arr[b, k]))
+                    stats.add(row.extras["flat"], row.extras.get("ig_delta_rel"))
                     rows.append(row)
         return futures, rows
 
@@ -263,6 +268,7 @@ class ExplanationWriter:
             self.progress.note(f"warning: {self._nonfinite_maps} map(s) had non-finite values (NaN or inf); "
                                "their rows carry a 'warning'")
         self.summary.seconds = time.perf_counter() - self._t0
+        self.summary.diagnose()
         finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         summary = self.summary.to_dict()
         self.run_info.update(status=status, summary=summary, oom_backoff=self.explainer.batching.report(),

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.hooks import capture_activations, inference_state
-from xaicli.methods.postprocess import minmax_normalise, upsample
+from xaicli.methods.postprocess import normalise_map, upsample
 from xaicli.models.layers import layer_layout
 from xaicli.models.layout import LAYOUT_CHOICES
 
@@ -86,7 +86,7 @@ class CAMMethod(Method):
         out = upsample(cams, size, self.opts["upsample"])
         if self.opts["upsample"] == "bicubic":
             out = out.clamp_min(0)  # bicubic overshoots below zero
-        return minmax_normalise(out) if self.opts["normalise"] else out
+        return normalise_map(out) if self.opts["normalise"] else out
 
 
 class GradientCAM(CAMMethod):

@@ -37,7 +37,7 @@ from xaicli.errors import ConfigError
 from xaicli.methods.base import Call, Explanation, InputRange, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.gradient._relu_rules import Rule, relu_rules
 from xaicli.methods.hooks import inference_state
-from xaicli.methods.postprocess import maxabs_normalise, minmax_normalise
+from xaicli.methods.postprocess import normalise_map
 
 REDUCTIONS = ("abs_max", "abs_sum", "sum", "l2")
 
@@ -105,7 +105,7 @@ class PixelMethod(Method):
         maps = clip_percentile(maps, self.opts["percentile_clip"])
         if not self.opts["normalise"]:
             return maps
-        return maxabs_normalise(maps) if self.is_signed() else minmax_normalise(maps)
+        return normalise_map(maps, signed=self.is_signed())
 
 
 def reduce_channels(attr: Tensor, how: str) -> Tensor:
