@@ -347,3 +347,21 @@ def test_legrad_equals_torchcam(last_blocks):
             expected = extractor(int(targets[i]), scores, normalized=False)[0][0]
         torch.testing.assert_close(got[i], expected, atol=1e-6, rtol=1e-4)
         assert expected.std() > 0
+
+
+def test_uniform_attention_gives_a_flat_rollout_written_as_zeros():
+    """With zero query/key projections every head attends uniformly, so the class token's rollout is the
+    same for every patch (exchangeable rows): a flat map, which the final normalisation writes as zeros
+    (xaicli.methods.postprocess.normalise_map) instead of stretching float noise to [0, 1]."""
+    from xaicli.engine.results import flat_maps
+
+    model = tiny_torchvision_vit(layers=2)
+    with torch.no_grad():
+        for layer in model.encoder.layers:
+            layer.self_attention.in_proj_weight.zero_()
+            layer.self_attention.in_proj_bias.zero_()
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    raw = create_method("attention_rollout", model, [], {"normalise": False}).explain(x, TopK(1)).maps[None]
+    assert (raw.amax(dim=(-2, -1)) - raw.amin(dim=(-2, -1))).max() <= 1e-6 * raw.abs().max()
+    maps = create_method("attention_rollout", model).explain(x, TopK(1)).maps[None]
+    assert torch.equal(maps, torch.zeros_like(maps)) and flat_maps(maps).all()

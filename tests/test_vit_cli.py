@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 VIT_SOURCE = '''
 import torch
@@ -67,6 +68,54 @@ def test_explain_a_vit_with_cams_and_attention_methods(cli, tmp_path, write_conf
         m = np.load(out / r["map"])
         assert m.shape == (16, 16) and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1
         assert np.ptp(m) > 0, (r["method"], r["image"])  # a map, not a blank
+
+
+@pytest.mark.usefixtures("torch_single_thread")
+def test_evaluate_a_vit_token_layer_cam_and_attention_methods(cli, tmp_path, write_config, vit_config,
+                                                              image_tree):
+    """`xaicli evaluate` on a ViT: Grad-CAM at the default token layer and two attention methods, scored
+    by metrics that only need the maps (deletion, insertion, sparseness) and by those that re-explain
+    (MPRT on the randomised ViT, its attention projections included; random logit; max-sensitivity).
+    Every (map, metric) gets a finite row, and the deletion rows equal deletion recomputed from the
+    written .npy maps and the images (evaluate_maps)."""
+    from xaicli.config import load_config
+    from xaicli.engine import Explainer
+    from xaicli.metrics import evaluate_maps
+
+    fast = {"deletion": {"steps": 8}, "insertion": {"steps": 8}, "max_sensitivity": {"samples": 2}}
+    vit_config["methods"] = [{"name": "gradcam"}, {"name": "attention_rollout"},
+                             {"name": "transformer_attribution"}]
+    vit_config["evaluate"] = {"options": fast}
+    cfg = write_config(tmp_path, vit_config)
+    out = tmp_path / "out"
+    metrics = "deletion,insertion,sparseness,mprt,random_logit,max_sensitivity"
+    res = cli("evaluate", image_tree, "-c", cfg, "-o", out, "--metrics", metrics, "-q")
+    assert res.exit_code == 0, res
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "evaluation.jsonl").read_text().splitlines()]
+    layer = "encoder.layers.encoder_layer_1.ln_1"
+    keys = {("gradcam", layer), ("attention_rollout", None), ("transformer_attribution", None)}
+    assert {(r["method"], r["layer"]) for r in manifest} == keys and len(manifest) == 3 * 3 * 2
+    for metric in metrics.split(","):
+        mine = [r for r in rows if r["metric"] == metric]
+        assert {(r["method"], r["layer"]) for r in mine} == keys, metric
+        assert all(r["value"] is not None and np.isfinite(r["value"]) for r in mine), metric
+    stages = {r["stage"] for r in rows if r["metric"] == "mprt"}
+    assert {"heads.head", "encoder.layers.encoder_layer_1.self_attention", "conv_proj"} <= stages
+
+    explainer = Explainer(load_config(cfg))
+    deletion = {(r["image"], r["method"], r["slot"]): r["value"] for r in rows if r["metric"] == "deletion"}
+    for image in sorted({r["image"] for r in manifest}):
+        x = explainer.normalise(explainer.pre.load(image)[None])
+        for method, _ in sorted(keys, key=str):
+            mine = sorted((r for r in manifest if r["image"] == image and r["method"] == method),
+                          key=lambda r: r["slot"])
+            maps = torch.from_numpy(np.stack([np.load(out / r["map"]) for r in mine]))[None]
+            targets = torch.tensor([[r["target"] for r in mine]])
+            got = evaluate_maps(explainer.loaded.model, x, maps, targets, ["deletion"], options=fast)
+            for k, r in enumerate(mine):
+                assert deletion[(image, method, r["slot"])] == pytest.approx(
+                    float(got["deletion"].values[0, k]), abs=1e-5)
 
 
 def test_attention_method_on_a_cnn_is_a_config_error(cli, tmp_path, write_config, tiny_config, image_tree):

@@ -24,7 +24,7 @@ from torch import Tensor
 from xaicli.errors import ModelError
 from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.hooks import inference_state
-from xaicli.methods.postprocess import minmax_normalise, upsample
+from xaicli.methods.postprocess import normalise_map, upsample
 from xaicli.methods.transformer.capture import AttentionRecord, capture_attention
 from xaicli.models.layout import Layout, infer_layout, prefix_tokens
 
@@ -98,7 +98,7 @@ class AttentionMethod(Method):
         out = upsample(maps, size, self.opts["upsample"])
         if self.opts["upsample"] == "bicubic":
             out = out.clamp_min(0)  # bicubic overshoots below zero
-        return minmax_normalise(out) if self.opts["normalise"] else out
+        return normalise_map(out) if self.opts["normalise"] else out  # flat maps: zeros (see postprocess)
 
 
 def chosen_logit_gradients(fwd: Forward, k: int, inputs: list[Tensor], last: bool) -> tuple[Tensor, ...]:
