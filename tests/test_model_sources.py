@@ -132,6 +132,33 @@ def test_exported_vit_default_layer_and_token_layout(tmp_path):
     torch.testing.assert_close(ours, eager, atol=1e-5, rtol=1e-4)
 
 
+def test_run_identity_of_timm_and_exported_models(tmp_path):
+    """The CLI's explainer (batch norms folded) digests the model for resume fingerprints: an exported
+    program by its .pt2 file's bytes (code and weights in one), a timm model by its architecture (name +
+    kwargs) and state dict."""
+    import hashlib
+
+    from xaicli.models.digest import model_digest, state_dict_digest
+
+    path = export(SmallCNN(), (3, 10, 12), tmp_path / "cnn.pt2")
+    cfg = _cfg(tmp_path, {"source": "export", "path": "cnn.pt2"}, methods=[{"name": "gradcam",
+                                                                          "layers": ["features.3"]}])
+    explainer = Explainer(cfg, fold_batchnorms=True)
+    digest = model_digest(cfg, explainer.loaded.model)
+    assert digest.source == "export" and digest.weights == digest.code == (
+        "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest())
+    pytest.importorskip("timm")
+    model = {"source": "timm", "name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32, "depth": 1}}
+    cfg = _cfg(tmp_path, model, methods=[{"name": "gradcam"}], preprocess={"size": [32, 32]})
+    Explainer(cfg, fold_batchnorms=True)  # digests the model (the CLI's path)
+    loaded = load_model(cfg)
+    digest = model_digest(cfg, loaded.model)
+    assert digest.source == "timm"
+    assert digest.architecture == 'vit_tiny_patch16_224 {"depth": 1, "img_size": 32}'
+    assert digest.weights == state_dict_digest(loaded.model.state_dict())  # random weights: their bytes
+    assert "(random weights)" in digest.description
+
+
 def test_exported_program_errors(tmp_path):
     export(SmallCNN(), (3, 10, 12), tmp_path / "static.pt2", dynamic=False)
     with pytest.raises(ModelError, match="dynamic batch size"):
