@@ -27,6 +27,8 @@ def bench(
     model: Annotated[str, typer.Option(help="torchvision architecture (random weights), or the bundled "
                                        "fashion_mnist_cnn (its own 28x28 input).")] = "resnet18",
     size: Annotated[int, typer.Option(min=8, help="Input size (square).")] = 224,
+    vit_model: Annotated[str, typer.Option(help="torchvision vision transformer for the attention rows "
+                                           "and gradcam_vit (random weights, 224x224).")] = "vit_b_16",
     batch: Annotated[int, typer.Option(min=1, help="Images per call, for both libraries.")] = 32,
     images: Annotated[int, typer.Option(min=1, help="Images per timed repeat (fast rows).")] = 64,
     heavy_images: Annotated[int, typer.Option(min=1, help="Images per timed repeat for the other chunked "
@@ -66,7 +68,8 @@ def bench(
                         scorecam_images=scorecam_images, perturbation_images=perturbation_images,
                         repeats=repeats, heavy_repeats=heavy_repeats,
                         device=device, precision=precision, methods=rows, e2e_images=e2e_images,
-                        e2e_repeats=e2e_repeats, workdir=workdir, user_script=user_script)
+                        e2e_repeats=e2e_repeats, workdir=workdir, user_script=user_script,
+                        vit_model=vit_model)
     if quick:
         opts = opts.quick()
     try:

@@ -1,4 +1,4 @@
-"""The reference implementations the benchmark compares against: pytorch-grad-cam and Captum.
+"""The reference implementations the benchmark compares against: pytorch-grad-cam, Captum and torchcam.
 
 Which library implements which xaicli method is declared once, in :data:`IMPLEMENTED_BY`; a registered
 method not named there gets an xaicli-only row. Both libraries are optional: :func:`reference_available`
@@ -20,6 +20,10 @@ normalised input tensor on the model's device:
   size, so each call gets ``chunk_size // 25`` images, the same rows per pass as xaicli). Captum needs
   explicit targets: they are computed once, outside the timed call, which favours Captum by one forward
   pass per batch.
+* torchcam: ``LeGrad(model, list(model.encoder.layers))`` on torchvision's ViT (every block, as xaicli's
+  default), called with the batch's targets after its own forward pass.
+* Grad-CAM on a ViT (the ``gradcam_vit`` row): pytorch-grad-cam's ``GradCAM`` with the
+  ``reshape_transform`` its README documents for ViTs (class token dropped, tokens folded to the grid).
 
 * Captum's perturbation methods (:func:`perturbation_references`): ``Occlusion`` (xaicli's window and
   stride, baseline 0 = xaicli's ``fill: mean``), ``FeatureAblation``, ``Lime`` and ``KernelShap`` (1,000
@@ -52,6 +56,7 @@ PGC = "pytorch_grad_cam"
 CAPTUM = "captum"
 PAPER_CODE = "paper code"
 """The "library" of a reference written out here from a paper's published code (RISE)."""
+TORCHCAM = "torchcam"
 
 PGC_CLASSES = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
                "xgradcam": "XGradCAM", "layercam": "LayerCAM", "hirescam": "HiResCAM", "eigencam": "EigenCAM",
@@ -65,7 +70,8 @@ PERTURBATIONS_PER_EVAL = (16, 64, 128)
 """Captum's ``perturbations_per_eval`` candidates for the perturbation rows; the fastest is used."""
 
 IMPLEMENTED_BY: dict[str, str] = {**dict.fromkeys(PGC_CLASSES, PGC), **dict.fromkeys(CAPTUM_METHODS, CAPTUM),
-                                  **dict.fromkeys(CAPTUM_PERTURBATION, CAPTUM), "rise": PAPER_CODE}
+                                  **dict.fromkeys(CAPTUM_PERTURBATION, CAPTUM), "rise": PAPER_CODE,
+                                  "legrad": TORCHCAM}
 """xaicli method name -> the reference library that implements it (adapters below)."""
 
 
@@ -83,7 +89,41 @@ class Reference:
     close: Callable[[], None] = lambda: None
 
 
-def _pgc(kind: str, model: nn.Module, layer: nn.Module | None) -> Reference:
+def vit_reshape_transform(grid: int, prefix: int = 1) -> Callable[[Tensor], Tensor]:
+    """pytorch-grad-cam's documented ViT ``reshape_transform``: drop the class token, fold to the grid."""
+
+    def reshape_transform(tensor: Tensor) -> Tensor:
+        result = tensor[:, prefix:, :].reshape(tensor.size(0), grid, grid, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    return reshape_transform
+
+
+def _torchcam_legrad(model: nn.Module, size: int) -> Reference:
+    import torch.nn.functional as F
+    from torchcam.methods import LeGrad
+
+    # hooks on only during its own call: the suite's no_grad target pass must not reach them
+    extractor = LeGrad(model, list(model.encoder.layers), enable_hooks=False)
+
+    def run(x: Tensor, targets: Tensor) -> Tensor:
+        extractor.enable_hooks()
+        try:
+            scores = model(x)
+            return extractor([int(t) for t in targets], scores)[0]
+        finally:
+            extractor.disable_hooks()
+
+    def to_maps(out: Tensor) -> Tensor:  # (B, h, w) at patch resolution -> input size, as xaicli's
+        return F.interpolate(out.detach().float()[:, None], size=(size, size), mode="bilinear",
+                             align_corners=False)[:, 0].cpu()
+
+    return Reference(name="torchcam LeGrad (all blocks)", run=run, to_maps=to_maps,
+                     close=extractor.remove_hooks)
+
+
+def _pgc(kind: str, model: nn.Module, layer: nn.Module | None,
+         reshape_transform: Callable[[Tensor], Tensor] | None = None) -> Reference:
     import pytorch_grad_cam as pgc
     import pytorch_grad_cam.ablation_cam as ablation_cam
     import pytorch_grad_cam.score_cam as score_cam
@@ -93,7 +133,8 @@ def _pgc(kind: str, model: nn.Module, layer: nn.Module | None) -> Reference:
     score_cam.tqdm = ablation_cam.tqdm = SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
 
     cls = getattr(pgc, PGC_CLASSES[kind])
-    cam = cls(model=model, target_layers=[layer] if layer is not None else [])
+    cam = cls(model=model, target_layers=[layer] if layer is not None else [],
+              reshape_transform=reshape_transform)
     return Reference(
         name=f"pytorch-grad-cam {cls.__name__}",
         run=lambda x, _targets: cam(input_tensor=x, targets=None),
@@ -181,14 +222,21 @@ def _captum(kind: str, model: nn.Module, layer: nn.Module | None, *, baseline: T
     return Reference(name=f"captum {label}", run=run, to_maps=lambda out: reduce(out.detach().float()).cpu())
 
 
-def make_reference(kind: str, model: nn.Module, layer: nn.Module | None, **captum_args) -> Reference | None:
+def make_reference(kind: str, model: nn.Module, layer: nn.Module | None, *, size: int = 224,
+                   reshape_transform: Callable[[Tensor], Tensor] | None = None,
+                   **captum_args) -> Reference | None:
     """The reference for xaicli method ``kind`` (None when there is none or its library is missing).
     ``captum_args`` (``baseline`` and ``top``: the normalised raw 0 and 1 per channel, (1, C, 1, 1);
-    ``stdev``, ``chunk_size``, ``reduce``) go to the Captum adapter."""
+    ``stdev``, ``chunk_size``, ``reduce``) go to the Captum adapter; ``reshape_transform`` to
+    pytorch-grad-cam (token layers); ``size`` is the input size (torchcam)."""
     library = reference_library(kind)
     if library is None or not reference_available(library):
         return None
-    return _pgc(kind, model, layer) if library == PGC else _captum(kind, model, layer, **captum_args)
+    if library == PGC:
+        return _pgc(kind, model, layer, reshape_transform)
+    if library == TORCHCAM:
+        return _torchcam_legrad(model, size)
+    return _captum(kind, model, layer, **captum_args)
 
 
 def reference_library(kind: str) -> str | None:

@@ -10,8 +10,10 @@ each row must reach.
 
 from __future__ import annotations
 
-EXTRA_ROWS = ("forward", "topk", "e2e")
-"""Rows that are not one method: a plain forward pass, Grad-CAM top-3 vs top-1, the end-to-end run."""
+EXTRA_ROWS = ("forward", "topk", "gradcam_vit", "e2e")
+"""Rows that are not one method: a plain forward pass, Grad-CAM top-3 vs top-1, Grad-CAM on a vision
+transformer (its default layer, against pytorch-grad-cam with the documented ``reshape_transform``), the
+end-to-end run."""
 
 METRIC_ROWS = ("deletion", "road", "mprt")
 """The evaluation metrics against their references (:mod:`benchmarks.metric_rows`): deletion + insertion
@@ -90,6 +92,14 @@ def perturbation_rows() -> tuple[str, ...]:
     from xaicli.methods import methods_where
 
     return tuple(methods_where(family="perturbation"))
+
+
+def transformer_rows() -> tuple[str, ...]:
+    """The rows timed on the vision transformer (``--vit-model``) instead of the CNN: the methods that read
+    attention (the ``needs_attention`` capability) and ``gradcam_vit``."""
+    from xaicli.methods import methods_where
+
+    return (*methods_where(needs_attention=True), "gradcam_vit")
 
 
 def all_rows() -> tuple[str, ...]:

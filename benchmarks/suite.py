@@ -12,7 +12,10 @@ split, normalisation on the device, the method, post-processing) plus copying th
 the reference side the library call alone (see :mod:`benchmarks.references`).
 
 The rows: one per method in xaicli's registry, then :data:`~benchmarks.rows.EXTRA_ROWS` (see
-:mod:`benchmarks.rows`).
+:mod:`benchmarks.rows`). The methods that read attention and the ``gradcam_vit`` row run on a vision
+transformer (``--vit-model``, torchvision ``vit_b_16`` by default, loaded on first use) instead of the
+CNN; its zero-initialised head gets seeded random weights so that gradients (and the agreement column)
+are not trivially zero.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from benchmarks.measure import Timing, pearson, sync, synthetic_images
 from benchmarks.references import (
     CAPTUM,
     PGC,
+    TORCHCAM,
     Reference,
     make_reference,
     perturbation_references,
     reference_available,
     reference_library,
+    vit_reshape_transform,
 )
 from benchmarks.rows import (
     METRIC_ROWS,
@@ -47,6 +52,7 @@ from benchmarks.rows import (
     heavy_rows,
     method_rows,
     perturbation_rows,
+    transformer_rows,
 )
 
 #: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
@@ -54,6 +60,7 @@ from benchmarks.rows import (
 COMPARISONS: dict[str, tuple[dict, float | None]] = {name: comparison(name) for name in method_rows()}
 HEAVY = heavy_rows()  # the ``chunked`` methods: fewer images and repeats
 PERTURBATION = perturbation_rows()  # thousands of forward passes per image: fewer images still
+ON_VIT = transformer_rows()  # timed on the vision transformer, with heavy_images per repeat
 ALL_ROWS = all_rows()
 SCORECAM_MAX_N = 64
 SCORECAM_MAX_N_TARGET = 6.0
@@ -80,6 +87,7 @@ class BenchOptions:
     workdir: Path | None = None  # where the end-to-end row writes its JPEGs and outputs
     user_script: Path | None = None  # the pytorch-grad-cam user script (default: benchmarks/ in the repo)
     seed: int = 0
+    vit_model: str = "vit_b_16"  # torchvision vision transformer for the attention rows
     is_quick: bool = False  # set by quick(): too few images and repeats to judge the targets
 
     def quick(self) -> BenchOptions:
@@ -163,14 +171,25 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def _config(opts: BenchOptions, method: str, options: dict, topk: int = 1):
+@dataclass
+class Subject:
+    """A model under test: xaicli's loaded copy and the reference libraries' copy (default layout)."""
+
+    name: str  # torchvision architecture
+    size: int  # square input size
+    loaded: object  # xaicli.models.loader.LoadedModel
+    ref_model: torch.nn.Module
+
+
+def _config(opts: BenchOptions, method: str, options: dict, topk: int = 1, subject: Subject | None = None):
     from xaicli.config import config_from_dict
     from xaicli.models.builtin import BUILTIN_MODELS
 
-    builtin = opts.model in BUILTIN_MODELS  # e.g. the bundled fashion_mnist_cnn, at its own input size
+    name, size = (subject.name, subject.size) if subject else (opts.model, opts.size)
+    builtin = name in BUILTIN_MODELS  # e.g. the bundled fashion_mnist_cnn, at its own input size
     return config_from_dict({
-        "model": {"source": "builtin" if builtin else "torchvision", "name": opts.model},
-        "preprocess": {} if builtin else {"size": [opts.size, opts.size]},
+        "model": {"source": "builtin" if builtin else "torchvision", "name": name},
+        "preprocess": {} if builtin else {"size": [size, size]},
         "methods": [{"name": method, "options": options}],
         "targets": {"topk": topk},
         "run": {"device": opts.device, "batch_size": opts.batch, "precision": opts.precision},
@@ -219,20 +238,39 @@ class Suite:
         self.loaded = load_model(_config(opts, "gradcam", {}))
         # what a user hands to the reference libraries: the same weights, PyTorch's default layout
         self.ref_model = copy.deepcopy(self.loaded.model).to(self.device).eval()
+        # (a builtin model has its own input size, not opts.size)
+        self.cnn = Subject(opts.model, self.loaded.size[0], self.loaded, self.ref_model)
+        self._vit: Subject | None = None
         self.report = BenchReport(opts, environment(self.device))
         self.images = synthetic_images(max(opts.images, opts.heavy_images, opts.scorecam_images),
                                        self.loaded.size, seed=opts.seed, channels=self.loaded.input_shape[0])
 
     # --- helpers -----------------------------------------------------------------------------------
 
-    def explainer(self, method: str, options: dict, topk: int = 1):
+    def vit(self) -> Subject:
+        """The vision transformer of the attention rows (loaded on first use; 224x224, its native size)."""
+        if self._vit is None:
+            from xaicli.models.loader import load_model
+
+            torch.manual_seed(self.opts.seed)
+            probe = Subject(self.opts.vit_model, 224, None, None)
+            loaded = load_model(_config(self.opts, "gradcam", {}, subject=probe))
+            head = getattr(getattr(loaded.model, "heads", None), "head", None)
+            if isinstance(head, torch.nn.Linear):  # torchvision zero-initialises it: no gradients at all
+                with torch.no_grad():
+                    torch.nn.init.normal_(head.weight, std=0.02, generator=torch.Generator().manual_seed(0))
+            self._vit = Subject(probe.name, 224, loaded, copy.deepcopy(loaded.model).to(self.device).eval())
+        return self._vit
+
+    def explainer(self, method: str, options: dict, topk: int = 1, subject: Subject | None = None):
         """An explainer prepared exactly as the CLI prepares its own (``xaicli.runs.explain``)."""
         from xaicli.engine import Explainer
         from xaicli.methods import get_method
 
+        subject = subject or self.cnn
         known = get_method(method).options
         options = {k: v for k, v in options.items() if k in known}
-        return Explainer(_config(self.opts, method, options, topk), self.loaded, self.device,
+        return Explainer(_config(self.opts, method, options, topk, subject), subject.loaded, self.device,
                          fold_batchnorms=True, functional_relu=True, emit_warnings=False)
 
     def engine_fn(self, explainer, images: Tensor, batch: int, render: bool = False) -> Callable[[], list]:
@@ -258,15 +296,15 @@ class Suite:
         mean, std = explainer.mean, explainer.std
         return ((images.to(self.device) - mean) / std).contiguous()
 
-    def targets(self, x: Tensor, batch: int) -> list[Tensor]:
+    def targets(self, x: Tensor, batch: int, subject: Subject | None = None) -> list[Tensor]:
         with torch.no_grad():
-            return [self.ref_model(c).argmax(dim=1) for c in _chunks(x, batch)]
+            return [(subject or self.cnn).ref_model(c).argmax(dim=1) for c in _chunks(x, batch)]
 
-    def layer_module(self, explainer):
+    def layer_module(self, explainer, subject: Subject | None = None):
         from xaicli.models.layers import find_module
 
         layer = next((ly for pm in explainer.methods for ly in pm.layers if ly is not None), None)
-        return layer, (find_module(self.ref_model, layer) if layer else None)
+        return layer, (find_module((subject or self.cnn).ref_model, layer) if layer else None)
 
     # --- rows ----------------------------------------------------------------------------------------
 
@@ -277,6 +315,8 @@ class Suite:
                 self.forward_row()
             elif name == "topk":
                 self.topk_row()
+            elif name == "gradcam_vit":
+                self.method_row("gradcam", self.vit(), row="gradcam_vit")
             elif name in METRIC_ROWS:
                 from benchmarks.metric_rows import metric_rows
 
@@ -288,7 +328,7 @@ class Suite:
                 layer, _ = self.layer_module(self.explainer("gradcam", {}))
                 self.add(end_to_end_row(self.opts, self.ref_model, layer, self.log))
             else:
-                self.method_row(name)
+                self.method_row(name, self.vit() if name in ON_VIT else self.cnn)
             self.log(f"  {name}: {time.perf_counter() - t0:.0f}s")
         self.report.environment["load_average_end"] = _loadavg()
         return self.report
@@ -329,40 +369,45 @@ class Suite:
                      note="context only: xaicli's model preparation vs the plain model",
                      seconds={"xaicli": ta.seconds, "reference": tb.seconds}))
 
-    def method_row(self, name: str) -> None:
+    def method_row(self, name: str, subject: Subject, row: str | None = None) -> None:
+        """Method ``name`` on ``subject`` against its reference library (the row is called ``row``)."""
         opts = self.opts
-        options, target = COMPARISONS[name]
+        options, target = COMPARISONS[name] if row is None else ({}, None)
         n = opts.images
-        if name in HEAVY:
+        if name in HEAVY or subject is not self.cnn:
             n = opts.scorecam_images if name == "scorecam" else opts.heavy_images
         if name in PERTURBATION:
             n = opts.perturbation_images
         batch = min(opts.batch, n)
-        repeats = opts.heavy_repeats if name in HEAVY else opts.repeats
+        repeats = opts.heavy_repeats if name in HEAVY or subject is not self.cnn else opts.repeats
         images = self.images[:n]
-        explainer = self.explainer(name, options)
-        layer, module = self.layer_module(explainer)
+        if subject is not self.cnn:
+            images = synthetic_images(n, (subject.size, subject.size), seed=opts.seed,
+                                      channels=subject.loaded.input_shape[0])
+        explainer = self.explainer(name, options, subject=subject)
+        layer, module = self.layer_module(explainer, subject)
         lo, hi = (0 - explainer.mean) / explainer.std, (1 - explainer.mean) / explainer.std
         ref = None
         library = reference_library(name)
         if library is not None and not reference_available(library):
-            self.report.notes.append(f"{name}: {library} is not installed, reference row skipped")
+            self.report.notes.append(f"{row or name}: {library} is not installed, reference row skipped")
         # the slow rows warm up on one image: enough for lazy initialisation at a fraction of the cost
-        warm_images = images[:1] if name in HEAVY else images
+        warm_images = images[:1] if name in HEAVY or subject is not self.cnn else images
         if library is not None and reference_available(library) and name in PERTURBATION:
-            ref = self.fastest(perturbation_references(name, self.ref_model, explainer.methods[0].method,
+            ref = self.fastest(perturbation_references(name, subject.ref_model, explainer.methods[0].method,
                                                        (lo.flatten(), hi.flatten())),
-                               explainer, warm_images, batch)
+                               explainer, warm_images, batch, subject)
         elif library is not None and reference_available(library):
-            ref = make_reference(name, self.ref_model, module, baseline=lo, top=hi,
-                                 stdev=0.15 * float((hi - lo).mean()),
-                                 chunk_size=options.get("chunk_size", 64),
-                                 reduce=self._pixel_maps(explainer))
+            grid = subject.size // 16 if subject is not self.cnn else 0
+            ref = make_reference(name, subject.ref_model, module, size=subject.size,
+                                 reshape_transform=vit_reshape_transform(grid) if grid else None,
+                                 baseline=lo, top=hi, stdev=0.15 * float((hi - lo).mean()),
+                                 chunk_size=options.get("chunk_size", 64), reduce=self._pixel_maps(explainer))
         try:
             ours = self.engine_fn(explainer, images, batch)
-            ref_run = self.reference_fn(ref, explainer, images, batch) if ref else None
+            ref_run = self.reference_fn(ref, explainer, images, batch, subject) if ref else None
             warm = (self.engine_fn(explainer, warm_images, batch),
-                    self.reference_fn(ref, explainer, warm_images, batch) if ref else None)
+                    self.reference_fn(ref, explainer, warm_images, batch, subject) if ref else None)
             ta, tb = measure_pair(ours, ref_run, n, repeats, self.device, warm)
             agreement = None
             if tb is not None:
@@ -373,7 +418,7 @@ class Suite:
             if ref is not None:
                 ref.close()
         ratio = ta.rate / tb.rate if tb is not None else None
-        self.add(Row(name, opts.model, opts.size, batch, n, ta.rate, ref.name if ref else "-",
+        self.add(Row(row or name, subject.name, subject.size, batch, n, ta.rate, ref.name if ref else "-",
                      tb.rate if tb else None, ratio, f">= {target:g}x" if target else "",
                      (ratio >= target) if (target and ratio) else None, agreement,
                      "reference maps" if agreement is not None else "",
@@ -384,14 +429,15 @@ class Suite:
         if name == "scorecam":
             self.scorecam_max_n_row(ta, tb, images, batch, repeats)
 
-    def fastest(self, candidates: list[Reference], explainer, images: Tensor, batch: int) -> Reference | None:
+    def fastest(self, candidates: list[Reference], explainer, images: Tensor, batch: int,
+                subject: Subject | None = None) -> Reference | None:
         """The candidate (e.g. one per Captum ``perturbations_per_eval``) that explains ``images`` fastest,
         each timed once after a warm-up on them; the others are closed."""
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
         seconds = []
         for ref in candidates:
-            run = self.reference_fn(ref, explainer, images, batch)
+            run = self.reference_fn(ref, explainer, images, batch, subject)
             run()
             sync(self.device)
             t0 = time.perf_counter()
@@ -405,10 +451,11 @@ class Suite:
                 ref.close()
         return candidates[best]
 
-    def reference_fn(self, ref, explainer, images: Tensor, batch: int) -> Callable[[], list]:
+    def reference_fn(self, ref, explainer, images: Tensor, batch: int, subject: Subject | None = None
+                     ) -> Callable[[], list]:
         """The reference library on the same images, normalised, with targets computed beforehand."""
         x = self.normalised(explainer, images)
-        xs, ts = _chunks(x, batch), self.targets(x, batch)
+        xs, ts = _chunks(x, batch), self.targets(x, batch, subject)
 
         def run() -> list:
             return [ref.run(c, t) for c, t in zip(xs, ts, strict=True)]
@@ -468,7 +515,7 @@ def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = print) -> Ben
     if opts.is_quick:
         suite.report.notes.append("quick run: too few images and repeats to judge the targets (start-up "
                                   "dominates the end-to-end row); run without --quick for the table")
-    for lib, what in ((PGC, "pytorch-grad-cam"), (CAPTUM, "Captum")):
+    for lib, what in ((PGC, "pytorch-grad-cam"), (CAPTUM, "Captum"), (TORCHCAM, "torchcam")):
         if not reference_available(lib):
             suite.report.notes.append(f"{what} ({lib}) is not importable: its reference rows are skipped")
     return suite.run(rows)

@@ -112,13 +112,16 @@ def test_layers_table_and_json(cli, tmp_path, write_config, tiny_config):
     assert shapes["pool"] == [8, 1, 1]
     assert shapes["fc"] == [4]
     assert data["default_layer"] in shapes and data["default_layer"].startswith("features")
+    layouts = {layer["name"]: layer["layout"] for layer in data["layers"]}
+    assert layouts["features.1.conv"] == {"kind": "nchw", "grid": [16, 20], "prefix": 0}
+    assert layouts["fc"] is None
 
     res = cli("layers", "-c", cfg)
     assert res.exit_code == 0
     rows = {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in
             (line.split("│")[1:-1] for line in res.stdout.splitlines() if line.startswith("│"))}
-    assert rows["features.1.conv"] == ["Conv2d", "8x16x20"]
-    assert rows["fc"] == ["Linear", "4"]
+    assert rows["features.1.conv"] == ["Conv2d", "8x16x20", "NCHW", "8x16x20"]
+    assert rows["fc"] == ["Linear", "4", "-", "-"]
     assert rows[f"{data['default_layer']} *"][1] == "8x16x20"  # the default CAM layer is marked
     assert f"default CAM layer: {data['default_layer']}" in res.stdout
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from xaicli.config import config_from_dict
-from xaicli.methods import available_methods
+from xaicli.methods import available_methods, methods_where
 from xaicli.runs.explain import explain as run_explain
 
 
@@ -349,7 +349,7 @@ def _all_methods_config(tiny_config: dict, factory: str) -> dict:
     tiny_config["methods"] = [
         {"name": name, "layers": ["net.features.1.conv", "net.features.0.relu"] if cls.needs_layer else [],
          "options": CHEAP_OPTIONS.get(name, {})}
-        for name, cls in available_methods().items()]
+        for name, cls in available_methods().items() if not cls.needs_attention]  # a CNN: no attention
     return tiny_config
 
 
@@ -375,7 +375,7 @@ def test_hooks_removed_and_requires_grad_restored_after_a_run(tmp_path, tiny_con
     model = sys.modules[HOOK_MODULE].BUILT[-1]
     assert_model_clean(model)
     rows = read_rows(tmp_path / "out")
-    assert {r["method"] for r in rows} == set(available_methods())
+    assert {r["method"] for r in rows} == set(methods_where(needs_attention=False))
 
 
 def test_hooks_removed_when_the_model_fails_mid_run(tmp_path, tiny_config, image_tree, hook_models):

@@ -406,6 +406,35 @@ def test_a_traced_model_gives_the_same_maps_as_the_eager_one():
         torch.testing.assert_close(script, eager, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("builder, channels, size, patch", [("tiny_torchvision_vit", 3, 12, 4),
+                                                             ("tiny_demo_vit", 1, 28, 7)])
+def test_occlusion_on_a_vision_transformer_equals_brute_force(builder, channels, size, patch):
+    """Perturbation methods only call the model, so a vision transformer (torchvision's
+    nn.MultiheadAttention, the demo ViT's timm-style attention) is explained like a CNN: with the window
+    and stride equal to the patch size, each patch's map value is the logit drop when it alone is
+    filled with 0 (fill: mean, in normalised space), for both top-2 targets, computed here by hand."""
+    import tests.tiny_vit as tiny_vit
+
+    model = getattr(tiny_vit, builder)()
+    x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        clean = model(x)
+    top2 = clean.topk(2, dim=1).indices
+    out = create_method("occlusion", model, options={**RAW, "window": patch, "stride": patch}).explain(
+        x, TopK(2))
+    maps = out.maps[None]  # (B, K, H, W)
+    expected = torch.zeros(2, 2, size, size)
+    for top, left in itertools.product(range(0, size, patch), repeat=2):
+        occluded = x.clone()
+        occluded[:, :, top : top + patch, left : left + patch] = 0
+        with torch.no_grad():
+            drop = clean - model(occluded)
+        expected[:, :, top : top + patch, left : left + patch] = drop.gather(1, top2)[:, :, None, None]
+    assert torch.equal(out.targets, top2)
+    torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-5)
+    assert expected.abs().amax() > 1e-3  # the transformer's logits do depend on the patches
+
+
 # --- in a run: manifest, run.json, overlays with superpixel boundaries --------------------------------------
 
 

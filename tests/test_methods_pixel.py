@@ -442,9 +442,18 @@ def test_mixed_training_modes_restored() -> None:
 # --- contract over the whole registry ----------------------------------------------------------------
 
 
+def model_for(name: str) -> tuple[nn.Module, Tensor]:
+    """The small CNN and 12x12 images; a tiny ViT on the same images for the attention methods."""
+    if available_methods()[name].needs_attention:
+        from tests.tiny_vit import tiny_torchvision_vit
+
+        return tiny_torchvision_vit(), images(2)
+    return small_cnn(), images(2)
+
+
 @pytest.mark.parametrize("name", list(available_methods()))
 def test_method_contract(name: str) -> None:
-    model, x = small_cnn(), images(2)
+    model, x = model_for(name)
     cls = available_methods()[name]
     layers = ["features.3"] if cls.needs_layer else []
     method = create_method(name, model, layers, options=FAST.get(name, {}))
@@ -465,7 +474,7 @@ def test_method_contract(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(available_methods()))
 def test_methods_work_inside_no_grad(name: str) -> None:
-    model, x = small_cnn(), images(2)
+    model, x = model_for(name)
     layers = ["features.3"] if available_methods()[name].needs_layer else []
     method = create_method(name, model, layers, options=FAST.get(name, {}))
     reference = method.explain(x, TopK(2))

@@ -326,6 +326,28 @@ def test_mprt_randomises_a_copy_from_the_output_layer_down():
         randomisation_stages(model, ["features.9"])
 
 
+def test_mprt_stages_of_a_vit_include_its_attention_projections():
+    """torchvision's ViT keeps its attention in-projection in nn.MultiheadAttention, whose reset is
+    ``_reset_parameters``: MPRT must randomise it too (the last stage leaves no learned projection)."""
+    from tests.tiny_vit import tiny_torchvision_vit
+
+    model = tiny_torchvision_vit()
+    stages = randomisation_stages(model)
+    names = [n for n, _ in stages]
+    assert names[0] == "heads.head" and names[-1] == "conv_proj"
+    for block in ("encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_0"):
+        assert f"{block}.self_attention" in names and f"{block}.self_attention.out_proj" in names
+        assert names.index(f"{block}.self_attention.out_proj") < names.index(f"{block}.self_attention")
+    attention = dict(stages)["encoder.layers.encoder_layer_0.self_attention"][0]
+    before = attention.in_proj_weight.detach().clone()
+    result = create_metric("mprt", {"seed": 3})(MetricInput(
+        model, torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0)),
+        torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(1)), torch.tensor([[0]]),
+        source=MapSource("saliency", None, {})))
+    assert result.stages == names and torch.equal(attention.in_proj_weight, before)  # the model: untouched
+    assert result.values.shape == (1, 1, len(names)) and result.values.isfinite().all()
+
+
 def test_mprt_saliency_of_a_linear_model_is_the_randomised_weights():
     """Saliency of a linear model is |W_c| (reduced over the single channel): after the one stage the
     recomputed map is |W'_c| with W' = the layer re-initialised under the seed, independently rebuilt."""

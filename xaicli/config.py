@@ -25,7 +25,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from xaicli.errors import ConfigError, UsageError, format_choices, not_allowed
 
-Source = Literal["builtin", "torchvision", "torchscript", "python"]
+Source = Literal["builtin", "torchvision", "timm", "torchscript", "export", "python"]
 
 #: Colormaps ``output.colormap`` accepts. The schema owns the names so that validating a config needs
 #: neither torch nor the renderer; ``xaicli.render.colormaps`` holds a table for each (a test checks).
@@ -34,6 +34,11 @@ COLORMAP_NAMES: tuple[str, ...] = ("jet", "viridis", "inferno", "magma", "gray",
 
 @dataclass
 class ModelConfig:
+    """``path``: the file of a ``torchscript`` (.pt) or ``export`` (.pt2) model; ``pretrained``: download the
+    architecture's published weights (``torchvision``, ``timm``; needs a reachable hub); ``kwargs``: more
+    keyword arguments for ``timm.create_model`` / ``torchvision.models.get_model`` (e.g. ``{img_size: 384}``).
+    """
+
     source: Source = "builtin"
     name: str | None = "fashion_mnist_cnn"
     checkpoint: str | None = None
@@ -41,17 +46,31 @@ class ModelConfig:
     factory: str | None = None
     num_classes: int | None = None
     classes: list[str] | str | None = None
+    pretrained: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class PreprocessConfig:
-    """``None`` means: take the model's own default (builtin models) or ImageNet's (torchvision)."""
+    """``None`` means: take the model's own default (builtin models, timm's data config, a ``transform``'s
+    ``Normalize``) or ImageNet's (torchvision, python factories).
+
+    resize: exact (stretch to ``size``) | shorter (torchvision's ``Resize(resize_size)`` then
+    ``CenterCrop(size)``, exactly); resize_size: the shorter side before the crop (default: ``size``'s
+    side; e.g. 256 for the usual ImageNet 256 -> 224 pipeline); interpolation: bilinear | bicubic
+    (antialiased, as torchvision on tensors); transform: ``"module:function"`` or ``"file.py:name"``, the
+    user's own torchvision transform (PIL image -> tensor) used instead of resize; a trailing
+    ``Normalize`` provides mean and std.
+    """
 
     size: list[int] | None = None
     mode: Literal["L", "RGB"] | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
-    resize: Literal["exact", "shorter"] = "exact"
+    resize: Literal["exact", "shorter"] | None = None
+    resize_size: int | None = None
+    interpolation: Literal["bilinear", "bicubic"] | None = None
+    transform: str | None = None
     alpha_background: Literal["black", "white"] = "black"
 
 
@@ -255,9 +274,16 @@ def _build(cls: type, data: Any, key: str) -> Any:
 def _check(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     m = cfg.model
-    need = {"torchvision": "name", "torchscript": "path", "python": "factory", "builtin": "name"}[m.source]
+    need = {"torchvision": "name", "timm": "name", "torchscript": "path", "export": "path",
+            "python": "factory", "builtin": "name"}[m.source]
     if getattr(m, need) is None:
         raise ConfigError(f"model.{need}", f"required when model.source is {m.source!r}")
+    if m.pretrained and m.source not in ("torchvision", "timm"):
+        raise ConfigError("model.pretrained", f"only for source torchvision or timm, not {m.source!r}")
+    if m.kwargs and m.source not in ("torchvision", "timm"):
+        raise ConfigError("model.kwargs", f"only for source torchvision or timm, not {m.source!r}")
+    if m.pretrained and m.checkpoint:
+        raise ConfigError("model.pretrained", "give either pretrained: true or a checkpoint, not both")
     for name in ("checkpoint", "path"):
         value = getattr(m, name)
         if value is not None and not cfg.resolve_path(value).is_file():
@@ -273,6 +299,11 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"preprocess.{name}", f"expected 1 or 3 values, got {len(v)}")
     if p.std is not None and min(p.std) <= 0:
         raise ConfigError("preprocess.std", "values must be > 0")
+    if p.resize_size is not None and p.resize_size < 1:
+        raise ConfigError("preprocess.resize_size", f"must be >= 1, got {p.resize_size}")
+    if p.transform is not None and ":" not in p.transform:
+        raise ConfigError("preprocess.transform",
+                          f"expected 'package.module:name' or 'file.py:name', got {p.transform!r}")
     if not cfg.methods:
         raise ConfigError("methods", "list at least one method")
     t = cfg.targets

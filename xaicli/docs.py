@@ -20,7 +20,8 @@ def methods_table() -> str:
     header = "| method | family | what it shows | paper | options (default) |"
     lines = [BEGIN, header, "|---|---|---|---|---|"]
     for name, cls in available_methods().items():
-        family = cls.family + (", needs `layers`" if cls.needs_layer else "")
+        family = cls.family + (", needs `layers`" if cls.needs_layer else "") + (
+            ", needs a ViT (global self-attention)" if cls.needs_attention else "")
         opts = "<br>".join(f"`{k}`={o.default!r}: {o.help}" for k, o in cls.options.items()) or "-"
         lines.append(f"| `{name}` | {family} | {cls.summary} | {cls.paper} | {opts.replace('|', '/')} |")
     lines.append(END)

@@ -127,7 +127,11 @@ def layers(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """List the model's modules with their output shapes, to pick layers for the CAM methods."""
+    """List the model's modules with their output shapes and layouts, to pick layers for the CAM methods.
+
+    The layout column says how a CAM method reads each output: NCHW feature maps, channels-last (NHWC)
+    maps, or transformer tokens (class/register tokens dropped, patches on their grid).
+    """
     with mapped_errors(None, debug, json_out):
         from xaicli.config import load_config
 
@@ -142,13 +146,20 @@ def layers(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"layers for input {tuple(shape)} (default CAM layer: {default})")
-    for col in ("name", "type", "output shape (C, H, W)"):
+    table = Table(title=f"layers for input {tuple(shape)} (default CAM layer: {default})",
+                  caption="layout: how CAM methods read the output - NCHW (C, h, w), NHWC (h, w, C), "
+                          "tokens p+hxw (p class/register tokens, then an h x w patch grid); "
+                          "override with options.layer_layout / options.grid")
+    longest = max((len(i.name) for i in infos), default=4) + 2  # names are never cut: they are typed back
+    table.add_column("name", no_wrap=True, min_width=longest)
+    for col in ("type", "output shape", "layout", "map (C, h, w)"):
         table.add_column(col)
     for i in infos:
         mark = " *" if i.name == default else ""
-        table.add_row(i.name + mark, i.type, "x".join(map(str, i.shape)) if i.shape else "-")
-    Console(width=max(100, Console().width)).print(table)
+        table.add_row(i.name + mark, i.type, "x".join(map(str, i.shape)) if i.shape else "-",
+                      i.layout.describe() if i.layout else "-",
+                      "x".join(map(str, i.map_shape)) if i.map_shape else "-")
+    Console(width=max(100, longest + 80, Console().width)).print(table)
 
 
 @app.command(epilog="Use a method in a config as\n\n  methods:\n    - name: gradcam_pp\n"

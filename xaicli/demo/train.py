@@ -1,17 +1,22 @@
-"""Train the shipped Fashion-MNIST demo model and export the demo sample images.
+"""Train a shipped Fashion-MNIST demo model and export the demo sample images.
 
 Usage::
 
-    python -m xaicli.demo.train [--epochs N] [--seed S] [--out PATH] [--samples-dir DIR] [--per-class K]
+    python -m xaicli.demo.train [--model NAME] [--epochs N] [--seed S] [--threads T] [--out PATH]
+                                [--samples-dir DIR] [--per-class K]
 
-The run is deterministic on CPU (fixed seeds, deterministic algorithms, a seeded data order) for a given
-thread count and torch build (a different ``--threads`` changes float summation order, so the weights
-differ slightly), and takes roughly 4-6 minutes on two otherwise idle cores. It writes
+``--model`` is ``fashion_mnist_cnn`` (default) or ``fashion_mnist_vit``; each has its own default epochs,
+learning rate and weight decay (:data:`DEMO_MODELS`). The run is deterministic on CPU (fixed seeds,
+deterministic algorithms, a seeded data order) for a given thread count and torch build (a different
+``--threads`` changes float summation order, so the weights differ slightly). It writes
 
-* ``xaicli/models/weights/fashion_mnist_cnn.pt`` - the float32 ``state_dict``;
-* ``xaicli/models/weights/fashion_mnist_cnn.json`` - test accuracy, epochs, seed, torch version, time;
+* ``xaicli/models/weights/<model>.pt`` - the float32 ``state_dict``;
+* ``xaicli/models/weights/<model>.json`` - test accuracy, epochs, seed, threads, torch version, time;
 * ``sample_images/<class>/img_<index>.png`` - the first ``K`` test images of each class, as 28x28
   grayscale PNGs named after their test-set index (``/`` in class names becomes ``_``).
+
+The shipped ViT was trained with ``--model fashion_mnist_vit --threads 1 --per-class 0`` (one thread:
+on a shared 2-core machine a second one made each step ~2.5x slower).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +37,31 @@ from torch import nn
 
 from xaicli.demo.fashion_mnist_data import load_split
 from xaicli.models.fashion_mnist import CLASSES, MEAN, STD, WEIGHTS_PATH, FashionMNISTCNN
+from xaicli.models.fashion_mnist_vit import VIT_WEIGHTS_PATH, FashionMNISTViT
 
-__all__ = ["class_folder", "evaluate", "export_samples", "main", "to_input", "train"]
+__all__ = ["DEMO_MODELS", "DemoModel", "class_folder", "evaluate", "export_samples", "main", "to_input",
+           "train"]
 
 BATCH_SIZE = 128
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """A trainable demo model: how to build it, where its weights go, and its training defaults."""
+
+    build: Callable[[], nn.Module]
+    weights: Path
+    epochs: int
+    lr: float
+    weight_decay: float
+
+
+DEMO_MODELS: dict[str, DemoModel] = {
+    "fashion_mnist_cnn": DemoModel(FashionMNISTCNN, WEIGHTS_PATH, epochs=10, lr=3e-3, weight_decay=1e-4),
+    # transformers want more regularisation (AdamW weight decay 0.05, as DeiT) and a gentler peak rate
+    "fashion_mnist_vit": DemoModel(FashionMNISTViT, VIT_WEIGHTS_PATH, epochs=12, lr=2e-3, weight_decay=0.05),
+}
+"""The models ``--model`` can train, by builtin name."""
 
 
 def class_folder(name: str) -> str:
@@ -84,8 +111,11 @@ def train(
     augment: bool = False,
     threads: int | None = None,
     log: bool = True,
-) -> tuple[FashionMNISTCNN, float, float]:
-    """Train a :class:`FashionMNISTCNN` deterministically; return ``(model, test_accuracy, seconds)``."""
+    model_name: str = "fashion_mnist_cnn",
+    weight_decay: float | None = None,
+) -> tuple[nn.Module, float, float]:
+    """Train the demo model ``model_name`` (:data:`DEMO_MODELS`) deterministically; return
+    ``(model, test_accuracy, seconds)``. ``weight_decay`` defaults to the model's own."""
     torch.set_num_threads(threads or os.cpu_count() or 1)
     random.seed(seed)
     np.random.seed(seed)
@@ -97,9 +127,11 @@ def train(
     x_train, y_train = to_input(train_images), torch.from_numpy(train_labels)
     x_test, y_test = to_input(test_images), torch.from_numpy(test_labels)
 
-    model = FashionMNISTCNN()
+    spec = DEMO_MODELS[model_name]
+    model = spec.build()
     steps_per_epoch = (len(x_train) + BATCH_SIZE - 1) // BATCH_SIZE
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    decay = spec.weight_decay if weight_decay is None else weight_decay
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
@@ -153,12 +185,15 @@ def export_samples(out_dir: Path, per_class: int = 5) -> list[Path]:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m xaicli.demo.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--model", choices=sorted(DEMO_MODELS), default="fashion_mnist_cnn")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the model's own")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate of the one-cycle schedule (default: the model's own)")
     parser.add_argument("--augment", action="store_true", help="random horizontal flip and 2-pixel shift")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: os.cpu_count())")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_PATH, help="where to save the state_dict")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to save the state_dict (default: xaicli/models/weights/<model>.pt)")
     parser.add_argument("--samples-dir", type=Path, default=Path("sample_images"))
     parser.add_argument("--per-class", type=int, default=5)
     return parser.parse_args(argv)
@@ -166,8 +201,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
+    spec = DEMO_MODELS[args.model]
+    args.epochs = args.epochs or spec.epochs
+    args.lr = args.lr or spec.lr
+    args.out = args.out or spec.weights
     model, test_acc, seconds = train(
-        epochs=args.epochs, seed=args.seed, lr=args.lr, augment=args.augment, threads=args.threads
+        epochs=args.epochs, seed=args.seed, lr=args.lr, augment=args.augment, threads=args.threads,
+        model_name=args.model,
     )
     print(f"final test accuracy: {test_acc:.4f} (10,000 images), training time {seconds:.1f}s")
 
@@ -177,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     torch.save(state_dict, args.out)
     meta = {
+        "model": args.model,
         "test_accuracy": round(test_acc, 4),
         "epochs": args.epochs,
         "seed": args.seed,
@@ -184,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "train_seconds": round(seconds, 1),
         "threads": torch.get_num_threads(),
         "lr": args.lr,
+        "weight_decay": spec.weight_decay,
         "augment": args.augment,
         "batch_size": BATCH_SIZE,
     }

@@ -8,8 +8,9 @@ ancestors: for ResNet-18 explained at ``layer4``, ``conv1``, ``bn1``, ..., ``lay
 and the blocks inside ``layer4``. The hooked layers and their ancestors run eagerly (they only call
 their compiled children), so hooks fire as usual and the maps are the same up to floating-point
 rounding. Methods that swap ReLU rules (``Method.swaps_relu_rules``) disable compilation (with a
-note). The first batches of each new shape pay the compile time, so it pays off on long runs on a GPU;
-it is never required.
+note); for the attention methods the attention modules count as hooked (their forward or ``fused_attn``
+flag is swapped for each call). The first batches of each new shape pay the compile time, so it pays
+off on long runs on a GPU; it is never required.
 """
 
 from __future__ import annotations

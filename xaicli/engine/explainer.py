@@ -53,8 +53,7 @@ class Explainer:
         # the model's digest (fingerprints) is of the model as loaded: taken now if preparing changes it
         self._digest = model_digest(cfg, self.loaded.model) if fold_batchnorms or cfg.run.compile else None
         self.device = device or select_device(cfg.run.device)
-        self.pre = Preprocess(self.loaded.size, self.loaded.mode, self.loaded.mean, self.loaded.std,
-                              cfg.preprocess.resize, cfg.preprocess.alpha_background)
+        self.pre = Preprocess.for_model(self.loaded, cfg.preprocess.alpha_background)
         model = self.loaded.model.to(self.device)
         self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded, self.notices)
         self.warnings: list[str] = activation_sign_warnings(self.methods, self.loaded, self.device)
@@ -112,7 +111,12 @@ class Explainer:
         if blocked:
             self.notices.append(f"run.compile ignored: {', '.join(blocked)} swap ReLU rules at run time")
             return []
-        return compile_around_hooks(self.loaded.model, self.hooked_layers)
+        hooked = list(self.hooked_layers)
+        if any(pm.method.needs_attention for pm in self.methods):  # their capture swaps these at run time
+            from xaicli.models.vit import attention_modules
+
+            hooked += [name for name, _ in attention_modules(self.loaded.model)]
+        return compile_around_hooks(self.loaded.model, hooked)
 
     def autocast(self):
         precision = self.cfg.run.precision

@@ -14,8 +14,9 @@ from xaicli.engine.results import Slot
 from xaicli.errors import ConfigError, ModelError, UnknownNameError
 from xaicli.methods import Method, TopK, create_method, get_method
 from xaicli.methods.base import TargetSpec
-from xaicli.models.layers import default_layer, describe_layers, find_module, negative_fractions
+from xaicli.models.layers import default_layer, describe_layers, find_module, layer_layout, negative_fractions
 from xaicli.models.loader import LoadedModel
+from xaicli.models.vit import ATTENTION_HELP, attention_modules
 
 
 class PlanWarning(UserWarning):
@@ -51,9 +52,12 @@ def plan_methods(cfg: Config, loaded: LoadedModel, notices: list[str] | None = N
             layers = [layer]
         for j, layer in enumerate(layers):
             find_module(loaded.model, layer, key=f"{key}.layers[{j}]")
-        if cls.needs_layer:
-            _check_feature_maps(loaded, layers, key)
+        if cls.needs_attention and not attention_modules(loaded.model):
+            raise ConfigError(f"{key}.name", f"{mc.name}: no self-attention modules in this model; "
+                              f"{ATTENTION_HELP}")
         method = create_method(mc.name, loaded.model, layers, mc.options, key=key)
+        if cls.needs_layer:
+            _check_feature_maps(loaded, layers, key, method.opts)
         planned.append(PlannedMethod(mc.name, method, list(layers) if cls.needs_layer else [None],
                                      method.opts))
     _check_gradients(loaded, [pm.name for pm in planned if pm.method.uses_gradients])
@@ -77,8 +81,10 @@ def _check_gradients(loaded: LoadedModel, names: list[str]) -> None:
                          "the model")
 
 
-def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str) -> None:
-    """Layer methods need a (C, h, w) feature map: refuse e.g. a Linear layer now, not mid-run."""
+def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str, options: dict) -> None:
+    """Layer methods need a spatial map - (C, h, w), channels-last (h, w, C) or tokens (T, D) with a patch
+    grid (:mod:`xaicli.models.layout`, the method's ``layer_layout`` / ``grid`` options): refuse e.g. a
+    Linear layer now, not mid-run."""
     infos = {i.name: i for i in describe_layers(loaded.model, loaded.input_shape, names=layers)}
     for j, name in enumerate(layers):
         info = infos[name]
@@ -87,11 +93,14 @@ def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str) -> Non
         if info.order < 0:
             raise ConfigError(f"{key}.layers[{j}]", f"layer {name!r} is not called by the model's forward "
                               "pass; pick another with `xaicli layers -c CONFIG`")
-        shape = info.shape
-        if shape is None or len(shape) != 3:
-            what = "a non-tensor" if shape is None else f"shape {tuple(shape)}"
-            raise ConfigError(f"{key}.layers[{j}]", f"layer {name!r} outputs {what} per image, not a "
-                              "(C, H, W) feature map; pick a convolutional layer (`xaicli layers -c CONFIG`)")
+        if info.shape is None:
+            raise ConfigError(f"{key}.layers[{j}]", f"layer {name!r} outputs a non-tensor, not a feature "
+                              "map; pick another layer (`xaicli layers -c CONFIG`)")
+        try:
+            layer_layout(loaded.model, name, info.shape, loaded.size, options.get("layer_layout", "auto"),
+                         options.get("grid"))
+        except ModelError as err:
+            raise ConfigError(f"{key}.layers[{j}]", str(err)) from err
 
 
 def plan_targets(cfg: Config, classes: list[str], notices: list[str] | None = None

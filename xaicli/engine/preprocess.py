@@ -3,6 +3,14 @@
 The worker returns the *display* image (resized, in [0, 1]); the engine normalises
 ``(x - mean) / std`` after the transfer, and the same tensor feeds the overlays, so the image under a
 heatmap is exactly what the model saw.
+
+``resize: shorter`` is torchvision's ``Resize(resize_size)`` followed by ``CenterCrop(size)``, computed
+the way torchvision computes them on tensors: the shorter side becomes ``resize_size`` and the longer
+``int(resize_size * long / short)`` (truncated, not rounded), resampling is antialiased
+``F.interpolate`` (bilinear or bicubic), and the crop starts at ``int(round((H - h) / 2))`` (Python's
+round, half to even), zero-padding first where the image is smaller than the crop. On the same float
+image the result equals torchvision's to float precision (a test checks odd sizes). A user transform
+(``preprocess.transform``) replaces all of this with the user's own pipeline.
 """
 
 from __future__ import annotations
@@ -12,10 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from xaicli.engine.decode import Reserve, load_image
-from xaicli.models.loader import channels_of
+from xaicli.errors import ImageDecodeError
+from xaicli.models.loader import LoadedModel, channels_of
+from xaicli.models.transform import UserTransform
 
 
 @dataclass(frozen=True)
@@ -24,8 +35,16 @@ class Preprocess:
     mode: str  # "L" or "RGB"
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    resize: str = "exact"  # "exact": stretch to size; "shorter": shorter side to size, centre crop
+    resize: str = "exact"  # "exact": stretch to size; "shorter": Resize(resize_size) + CenterCrop(size)
     alpha_background: str = "black"
+    resize_size: int | None = None  # shorter side before the crop (default: the crop's shorter side)
+    interpolation: str = "bilinear"  # or "bicubic"
+    transform: UserTransform | None = None  # the user's own pipeline, instead of resize
+
+    @classmethod
+    def for_model(cls, loaded: LoadedModel, alpha_background: str = "black") -> Preprocess:
+        return cls(loaded.size, loaded.mode, loaded.mean, loaded.std, loaded.resize, alpha_background,
+                   loaded.resize_size, loaded.interpolation, loaded.transform)
 
     @property
     def channels(self) -> int:
@@ -44,21 +63,47 @@ class Preprocess:
         Large images are decoded reduced to :attr:`decode_size` (see :mod:`xaicli.engine.decode`);
         ``reserve`` is the decode-memory budget's context manager factory."""
         arr = load_image(path, self.mode, self.alpha_background, self.decode_size, reserve)  # (h, w, C)
+        if self.transform is not None:
+            try:
+                return self._user_transform(arr)
+            except Exception as err:  # the user's pipeline failed on this image: a per-image failure
+                raise ImageDecodeError(f"preprocess.transform failed: {type(err).__name__}: {err}") from err
         img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]  # (1, C, h, w)
         return self.resize_tensor(img)[0]
 
+    def _user_transform(self, arr: np.ndarray) -> Tensor:
+        """The user's pipeline on the decoded image as a PIL image (8 bits a channel, as PIL opens it)."""
+        pixels = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+        pil = Image.fromarray(pixels[..., 0] if self.mode == "L" else pixels, self.mode)
+        out = self.transform(pil)
+        if tuple(out.shape) != (self.channels, *self.size):
+            raise ValueError(f"preprocess.transform made a {tuple(out.shape)} tensor, expected "
+                             f"{(self.channels, *self.size)}")
+        return out.clamp(0, 1).contiguous()
+
     def resize_tensor(self, img: Tensor) -> Tensor:
-        h, w = img.shape[-2:]
-        th, tw = self.size
+        """(1, C, h, w) in [0, 1] -> (1, C, H, W) as configured (module docstring)."""
         if self.resize == "shorter":
-            scale = max(th / h, tw / w)
-            nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
-            img = _resize(img, (nh, nw))
-            top, left = (nh - th) // 2, (nw - tw) // 2
-            img = img[..., top : top + th, left : left + tw]
+            img = center_crop(_resize(img, self.shorter_side_size(img.shape[-2:]), self.interpolation),
+                              self.size)
         else:
-            img = _resize(img, (th, tw))
+            img = _resize(img, self.size, self.interpolation)
         return img.clamp(0, 1).contiguous()
+
+    def shorter_side_size(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) after ``Resize(resize_size)``, torchvision's ``_compute_resized_output_size``. Without
+        a ``resize_size``, the shorter side becomes the crop's (for a square crop, torchvision's
+        ``Resize(size) + CenterCrop(size)``); a non-square crop gets the smallest such scale that covers
+        it."""
+        h, w = int(hw[0]), int(hw[1])
+        th, tw = self.size
+        if self.resize_size is None and th != tw:
+            scale = max(th / h, tw / w)  # cover the crop in both directions
+            return max(th, int(h * scale)), max(tw, int(w * scale))
+        short_target = self.resize_size if self.resize_size is not None else th
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = short_target, int(short_target * long / short)
+        return (new_long, new_short) if w <= h else (new_short, new_long)
 
     def normaliser(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(1, C, 1, 1) mean and std on ``device``."""
@@ -68,8 +113,22 @@ class Preprocess:
         return mean, std
 
 
-def _resize(img: Tensor, size: tuple[int, int]) -> Tensor:
+def center_crop(img: Tensor, size: tuple[int, int]) -> Tensor:
+    """torchvision's ``CenterCrop(size)`` on (..., H, W): offsets ``int(round((H - h) / 2))``, zero padding
+    (left/top ``(h - H) // 2``, right/bottom ``(h - H + 1) // 2``) where the image is smaller."""
+    th, tw = size
+    h, w = img.shape[-2:]
+    if th > h or tw > w:
+        pad = ((tw - w) // 2 if tw > w else 0, (tw - w + 1) // 2 if tw > w else 0,
+               (th - h) // 2 if th > h else 0, (th - h + 1) // 2 if th > h else 0)
+        img = F.pad(img, pad, value=0.0)
+        h, w = img.shape[-2:]
+    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    return img[..., top : top + th, left : left + tw]
+
+
+def _resize(img: Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> Tensor:
     if tuple(img.shape[-2:]) == tuple(size):
         return img
-    # antialias so large photos shrink smoothly (like PIL), bilinear for upscaling small inputs
-    return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
+    # antialias so large photos shrink smoothly (like PIL and torchvision), also for upscaling small inputs
+    return F.interpolate(img, size=tuple(size), mode=interpolation, align_corners=False, antialias=True)

@@ -85,6 +85,7 @@ class Option:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
     kind: type | None = None  # the value's type when the default is None (None: anything goes)
     affects_map: bool = True  # False for options that only change how a map is computed (chunk sizes)
 
@@ -102,6 +103,8 @@ class Option:
             raise ConfigError(key, not_allowed(value, self.choices))
         if self.minimum is not None and value < self.minimum:
             raise ConfigError(key, f"must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(key, f"must be <= {self.maximum}, got {value!r}")
         return value
 
 
@@ -156,7 +159,7 @@ class Method(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]
-    family: ClassVar[str]  # "cam", "pixel" or "perturbation" (see registry.FAMILIES)
+    family: ClassVar[str]  # "cam", "pixel", "perturbation" or "attention" (see registry.FAMILIES)
     options: ClassVar[Mapping[str, Option]] = {}
 
     # capabilities, read through the registry (see the module docstring)
@@ -166,6 +169,7 @@ class Method(ABC):
     can_wrap: ClassVar[bool] = False  # returns raw input attributions another method can wrap (SmoothGrad)
     chunked: ClassVar[bool] = False  # runs many model inputs per image, ``chunk_size`` at a time
     relu_rules: ClassVar[bool] = False  # swaps ReLU backward rules while it runs (no torch.compile then)
+    needs_attention: ClassVar[bool] = False  # reads a transformer's attention (global self-attention only)
     nonnegative_activations: ClassVar[bool] = False  # assumes the hooked layer's activations are >= 0
     # (post-ReLU); the engine warns at planning time when a layer's probe activations are mostly negative
     default_chunk_size: ClassVar[int] = 64  # ``chunk_size`` when neither the caller nor the config sets one

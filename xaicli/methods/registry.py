@@ -2,8 +2,8 @@
 
 Each method module registers its class with :func:`register`; everything else (CLI choices, config
 validation, ``xaicli methods``, the README table, the contract tests) reads :func:`available_methods`.
-Method modules under the packages of :data:`_PACKAGES` (``cam``, ``gradient``, ``perturbation``) are
-imported on first use, so adding a method is adding one file.
+Method modules under the packages of :data:`_PACKAGES` (``cam``, ``gradient``, ``perturbation``,
+``transformer``) are imported on first use, so adding a method is adding one file.
 """
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ from xaicli.models.loader import LoadedModel
 
 _REGISTRY: dict[str, type[Method]] = {}
 _LOADED = False
-_PACKAGES = ("xaicli.methods.cam", "xaicli.methods.gradient", "xaicli.methods.perturbation")
-FAMILIES = ("cam", "pixel", "perturbation")
+_PACKAGES = (
+    "xaicli.methods.cam",
+    "xaicli.methods.gradient",
+    "xaicli.methods.perturbation",
+    "xaicli.methods.transformer",
+)
+FAMILIES = ("cam", "pixel", "perturbation", "attention")
 """The method families in listing order (``xaicli methods``, the README table, the benchmark rows)."""
 
 

@@ -13,18 +13,21 @@ by the similarities of the paper's sec. 3.1:
 
 A map that stays similar while the model becomes random (guided backprop, in the paper's fig. 2)
 reflects the input, not the model: lower is better. Stages (``stages`` option) are the model's modules
-that have parameters of their own and a ``reset_parameters()`` (every Conv, Linear, BatchNorm...),
-from the last to the first in definition order - Quantus' ``top_down`` order - or, when given, the
+that have parameters of their own and a ``reset_parameters()`` (every Conv, Linear, BatchNorm...;
+``nn.MultiheadAttention``, whose reset is ``_reset_parameters()``, too: otherwise a torchvision ViT's
+attention in-projections would keep their learned weights, and Quantus does skip them), from the last to
+the first in definition order - Quantus' ``top_down`` order - or, when given, the
 named blocks (each stage re-initialises every such module inside one block). Before each module's
 ``reset_parameters()`` the random generator is seeded with ``seed`` (as Quantus seeds each layer), in
 a forked generator state, so the caller's randomness is untouched. The model itself is never modified:
-the test runs on a deep copy.
+the test runs on a deep copy. Parameters held by a module without any reset (a ViT's class token and
+position embeddings) are left as they are, as in Quantus.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -38,9 +41,18 @@ from xaicli.metrics.similarity import spearman, ssim
 from xaicli.models.layers import find_module
 
 
+def _reset(module: nn.Module) -> Callable[[], None] | None:
+    """The module's re-initialisation: ``reset_parameters()``, or ``nn.MultiheadAttention``'s
+    ``_reset_parameters()`` (its in-projection weights and biases)."""
+    reset = getattr(module, "reset_parameters", None)
+    if reset is None and isinstance(module, nn.MultiheadAttention):
+        reset = module._reset_parameters
+    return reset if callable(reset) else None
+
+
 def resettable(module: nn.Module) -> bool:
-    """A module MPRT randomises: it has parameters of its own and a ``reset_parameters()``."""
-    return callable(getattr(module, "reset_parameters", None)) and any(True for _ in module.parameters(False))
+    """A module MPRT randomises: it has parameters of its own and a re-initialisation (:func:`_reset`)."""
+    return _reset(module) is not None and any(True for _ in module.parameters(False))
 
 
 def randomisation_stages(model: nn.Module, blocks: list[str] | None = None
@@ -100,7 +112,7 @@ class MPRT(Metric):
             with torch.random.fork_rng(devices=_devices(random_model)):
                 for module in modules:
                     torch.manual_seed(self.opts["seed"])
-                    module.reset_parameters()
+                    _reset(module)()  # type: ignore[misc]
             maps = inp.source.explain(random_model, inp.x, inp.targets, rows=inp.chunk_size)  # (B, K, H, W)
             flat = maps.flatten(0, 1)
             spear.append(spearman(original.abs(), flat.abs()).view(b, k))

@@ -36,4 +36,20 @@ def _fashion_mnist() -> BuiltinModel:
     )
 
 
-BUILTIN_MODELS: dict[str, Callable[[], BuiltinModel]] = {"fashion_mnist_cnn": _fashion_mnist}
+def _fashion_mnist_vit() -> BuiltinModel:
+    from xaicli.models import fashion_mnist_vit as fv
+
+    return BuiltinModel(
+        factory=fv.fashion_mnist_vit, classes=tuple(fv.CLASSES), size=(28, 28), mode="L",
+        mean=tuple(fv.MEAN), std=tuple(fv.STD),
+        # pytorch-grad-cam's recommendation for ViTs: the last block's first norm (see models.layers)
+        default_layer="blocks.3.norm1",
+        description="Fashion-MNIST ViT (4 blocks, 4x4 patches), trained by "
+                    "`python -m xaicli.demo.train --model fashion_mnist_vit`",
+    )
+
+
+BUILTIN_MODELS: dict[str, Callable[[], BuiltinModel]] = {
+    "fashion_mnist_cnn": _fashion_mnist,
+    "fashion_mnist_vit": _fashion_mnist_vit,
+}

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from xaicli.errors import ModelError
-from xaicli.models.layers import find_module
+from xaicli.models.layers import find_module, layer_layout
 
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -57,7 +57,7 @@ class Candidate:
     name: str  # module name to hook (``model.named_modules()``)
     role: Literal["pre", "post"] | None  # before or after the block's activation (None: named by the user)
     stage: int  # 1-based block number in forward order (0: named by the user)
-    shape: tuple[int, ...]  # (C, h, w) for one input image
+    shape: tuple[int, ...]  # (C, h, w) of its map for one input image (after the layout step)
 
     @property
     def label(self) -> str:
@@ -196,8 +196,10 @@ def resolve_layers(spec: str | list[str], model: nn.Module, input_shape: tuple[i
     out = []
     for name in dict.fromkeys(names):
         shape = shapes.get(name)
-        if shape is None or len(shape) != 3:
-            raise ModelError(f"layer {name!r} does not output a (C, h, w) feature map "
-                             f"(output shape {shape}); pick a conv-stage layer from `xaicli layers`")
-        out.append(Candidate(name, None, 0, shape))
+        if shape is None:
+            raise ModelError(f"layer {name!r} does not output a tensor in the forward pass; pick a layer "
+                             "from `xaicli layers`")
+        # token and channels-last layers too (the layout step reads them as (C, h, w) maps)
+        layout = layer_layout(model, name, shape, tuple(input_shape[-2:]))
+        out.append(Candidate(name, None, 0, layout.nchw_shape(shape)))
     return out

@@ -2,17 +2,19 @@
 :mod:`xaicli.outputs.fingerprint`.
 
 Weights are hashed where they come from, as cheaply as that allows: the bytes of the file they were
-loaded from (the builtin model's shipped weights, a ``checkpoint``, a TorchScript file), else - a python
-factory without a checkpoint, a torchvision architecture with random weights - the model's state dict,
+loaded from (the builtin model's shipped weights, a ``checkpoint``, a TorchScript or ``torch.export``
+file), else - a python factory without a checkpoint, a torchvision or timm architecture with random or
+pretrained weights - the model's state dict,
 every tensor's bytes once (SHA-256 runs at about 1 GB/s: a second for a ViT-L). Code is the factory
 file (``file.py:function``) or the module's source file (``package.module:function``); TorchScript
-files hold both. Computed once per run, before the engine prepares (folds, compiles) the model.
+and ``.pt2`` files hold both. Computed once per run, before the engine prepares (folds, compiles) the model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,14 +86,18 @@ def model_digest(cfg: Config, model: nn.Module) -> ModelDigest:
     if m.source == "builtin":
         digest, origin = weights(BUILTIN_MODELS[m.name]().weights)
         return ModelDigest("builtin", m.name, None, digest, f"builtin {m.name}", origin)
-    if m.source == "torchvision":
+    if m.source in ("torchvision", "timm"):
+        # the library's own architecture, named; kwargs (img_size, num_classes...) are part of it
+        kwargs = json.dumps(m.kwargs, sort_keys=True, default=str)
+        architecture = f"{m.name} {kwargs}" if m.kwargs else m.name
         digest, origin = weights()
-        random = " (random weights)" if origin == "state_dict" else ""
-        return ModelDigest("torchvision", m.name, None, digest, f"torchvision {m.name}{random}", origin)
-    if m.source == "torchscript":
+        random = " (random weights)" if origin == "state_dict" and not m.pretrained else ""
+        return ModelDigest(m.source, architecture, None, digest, f"{m.source} {architecture}{random}", origin)
+    if m.source in ("torchscript", "export"):
         path = cfg.resolve_path(m.path).resolve()
         digest = file_digest(path)
-        return ModelDigest("torchscript", None, digest, digest, f"torchscript {path}", "the TorchScript file")
+        what = "TorchScript" if m.source == "torchscript" else "torch.export"
+        return ModelDigest(m.source, None, digest, digest, f"{m.source} {path}", f"the {what} file")
     target, func = m.factory.rsplit(":", 1)
     code_file = _factory_file(target, cfg.base_dir)
     shown = f"{code_file}:{func}" if target.endswith(".py") else m.factory

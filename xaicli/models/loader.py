@@ -1,14 +1,27 @@
-"""Load a model from a config: builtin, torchvision architecture (+ checkpoint), TorchScript file or a
-Python factory. Every failure becomes a :class:`~xaicli.errors.ModelError` that says what to fix."""
+"""Load a model from a config: builtin, torchvision or timm architecture (+ checkpoint), TorchScript file,
+``torch.export`` program or a Python factory, with the preprocessing that feeds it. Every failure becomes
+a :class:`~xaicli.errors.ModelError` (or a ConfigError naming the key) that says what to fix.
+
+Preprocessing defaults come from the model where it has its own (builtin models; timm's
+``resolve_data_config``: size, interpolation, mean, std and the resize-then-centre-crop of ``crop_pct``;
+an exported program's example input size; a user transform's ``Normalize``), else ImageNet's; every
+``preprocess`` key that is set wins.
+
+Hugging Face ``transformers`` classifiers return a ``ModelOutput``: a model whose output carries
+``.logits`` (or a ``"logits"`` key) gets a forward hook on its root that returns just the logits, so
+everything downstream sees a ``(B, N)`` tensor and the layer names stay the model's own.
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,9 +29,23 @@ from torch import nn
 from xaicli.config import Config, ModelConfig
 from xaicli.errors import ConfigError, ModelError, UnknownNameError
 from xaicli.models.builtin import BUILTIN_MODELS
+from xaicli.models.transform import UserTransform, load_transform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Feeding:
+    """How images become the model's input: the model's defaults, then the config's ``preprocess`` keys."""
+
+    size: tuple[int, int] = (224, 224)
+    mode: str = "RGB"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    resize: str = "exact"  # exact | shorter (Resize(resize_size) + CenterCrop(size))
+    resize_size: int | None = None
+    interpolation: str = "bilinear"
 
 
 @dataclass
@@ -32,6 +59,10 @@ class LoadedModel:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     default_layer: str | None
+    resize: str = "exact"
+    resize_size: int | None = None
+    interpolation: str = "bilinear"
+    transform: UserTransform | None = field(default=None, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -132,11 +163,11 @@ def _torchvision(cfg: ModelConfig, checkpoint: Path | None) -> nn.Module:
     names = torchvision.models.list_models(module=torchvision.models)
     if cfg.name not in names:
         raise UnknownNameError("torchvision architecture", cfg.name, names, key="model.name")
-    kwargs = {"weights": None}
+    kwargs = {**cfg.kwargs, "weights": None}
     state = _read_state_dict(checkpoint) if checkpoint else None
     num_classes = cfg.num_classes
     if num_classes is None and state is not None:
-        num_classes = _head_size(state, torchvision.models.get_model(cfg.name, weights=None))
+        num_classes = _head_size(state, torchvision.models.get_model(cfg.name, **kwargs))
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     model = torchvision.models.get_model(cfg.name, **kwargs)
@@ -145,16 +176,17 @@ def _torchvision(cfg: ModelConfig, checkpoint: Path | None) -> nn.Module:
     return model
 
 
-def _factory(spec: str, base_dir: Path) -> nn.Module:
+def _import_object(spec: str, key: str, base_dir: Path, what: str = "") -> Any:
+    """The object ``name`` of a ``package.module:name`` or ``path/to/file.py:name`` spec (``what``: how the
+    error calls it when missing, e.g. "callable ")."""
     if ":" not in spec:
-        raise ConfigError("model.factory",
-                          f"expected 'package.module:function' or 'file.py:function', got {spec!r}")
-    target, func_name = spec.rsplit(":", 1)
+        raise ConfigError(key, f"expected 'package.module:name' or 'file.py:name', got {spec!r}")
+    target, name = spec.rsplit(":", 1)
     if target.endswith(".py"):
         file = Path(target) if Path(target).is_absolute() else base_dir / target
         if not file.is_file():
-            raise ConfigError("model.factory", f"file not found: {file}")
-        mod_name = f"_xaicli_factory_{file.stem}"
+            raise ConfigError(key, f"file not found: {file}")
+        mod_name = f"_xaicli_{key.replace('.', '_')}_{file.stem}"
         spec_obj = importlib.util.spec_from_file_location(mod_name, file)
         module = importlib.util.module_from_spec(spec_obj)
         sys.modules[mod_name] = module
@@ -162,23 +194,32 @@ def _factory(spec: str, base_dir: Path) -> nn.Module:
             spec_obj.loader.exec_module(module)
         except SystemExit as err:  # the file called sys.exit() / exit(): not a success, not our exit code
             sys.modules.pop(mod_name, None)
-            raise ConfigError("model.factory", f"cannot load {file}: it called exit({err.code!r}) while "
+            raise ConfigError(key, f"cannot load {file}: it called exit({err.code!r}) while "
                               "being imported") from err
         except Exception as err:  # a syntax error or any exception while running the user's file
             sys.modules.pop(mod_name, None)
-            raise ConfigError("model.factory", f"cannot load {file}: {type(err).__name__}: {err}") from err
+            raise ConfigError(key, f"cannot load {file}: {type(err).__name__}: {err}") from err
     else:
         try:
             module = importlib.import_module(target)
         except SystemExit as err:
-            raise ConfigError("model.factory", f"cannot import module {target!r}: it called "
+            raise ConfigError(key, f"cannot import module {target!r}: it called "
                               f"exit({err.code!r}) while being imported") from err
         except Exception as err:  # ImportError, or whatever the module raises while being imported
-            raise ConfigError("model.factory", f"cannot import module {target!r}: "
-                              f"{type(err).__name__}: {err}") from err
-    func = getattr(module, func_name, None)
+            raise ConfigError(key, f"cannot import module {target!r}: {type(err).__name__}: {err}") from err
+    if not hasattr(module, name):
+        raise ConfigError(key, f"{target!r} has no {what}{name!r}")
+    return getattr(module, name)
+
+
+def _factory(spec: str, base_dir: Path) -> nn.Module:
+    if ":" not in spec:
+        raise ConfigError("model.factory",
+                          f"expected 'package.module:function' or 'file.py:function', got {spec!r}")
+    func = _import_object(spec, "model.factory", base_dir, what="callable ")
     if not callable(func):
-        raise ConfigError("model.factory", f"{target!r} has no callable {func_name!r}")
+        target, name = spec.rsplit(":", 1)
+        raise ConfigError("model.factory", f"{target!r} has no callable {name!r}")
     try:
         model = func()
     except SystemExit as err:  # a factory that exits the interpreter must not end the run with its code
@@ -188,6 +229,79 @@ def _factory(spec: str, base_dir: Path) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ModelError(f"factory {spec} returned {type(model).__name__}, expected a torch.nn.Module")
     return model
+
+
+def _timm(cfg: ModelConfig, checkpoint: Path | None) -> tuple[nn.Module, Feeding]:
+    """``timm.create_model(name, pretrained=...)`` (+ checkpoint) and timm's own preprocessing."""
+    try:
+        import timm
+    except ImportError as err:
+        raise ConfigError("model.source", "source 'timm' needs the optional extra: pip install 'xaicli[timm]'"
+                          ) from err
+    if not timm.is_model(cfg.name):
+        raise UnknownNameError("timm architecture", cfg.name, timm.list_models(), key="model.name")
+    state = _read_state_dict(checkpoint) if checkpoint else None
+    kwargs: dict[str, Any] = {**cfg.kwargs, "pretrained": cfg.pretrained}
+    num_classes = cfg.num_classes
+    if num_classes is None and state is not None:
+        num_classes = _head_size(state, timm.create_model(cfg.name, **{**kwargs, "pretrained": False}))
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    try:
+        model = timm.create_model(cfg.name, **kwargs)
+    except Exception as err:  # pretrained weights unreachable, bad kwargs: one line that says which
+        why = "downloading its pretrained weights failed (no hub access?); " if cfg.pretrained else ""
+        raise ModelError(f"timm cannot create {cfg.name!r}: {why}{type(err).__name__}: {err}") from err
+    if state is not None:
+        _load_weights(model, state, checkpoint)
+    return model, _timm_feeding(model)
+
+
+def _timm_feeding(model: nn.Module) -> Feeding:
+    """timm's eval transform as a :class:`Feeding`: ``Resize(floor(size / crop_pct))`` (the shorter side)
+    then ``CenterCrop(size)``, with the model's interpolation, mean and std (timm's transforms_factory)."""
+    from timm.data import resolve_data_config
+
+    data = resolve_data_config({}, model=model)
+    channels, h, w = data["input_size"]
+    crop_pct = data.get("crop_pct") or 0.875
+    center = data.get("crop_mode", "center") == "center"
+    interpolation = data.get("interpolation", "bilinear")
+    return Feeding(size=(h, w), mode="L" if channels == 1 else "RGB", mean=tuple(data["mean"]),
+                   std=tuple(data["std"]), resize="shorter" if center else "exact",
+                   resize_size=math.floor(min(h, w) / crop_pct) if center and h == w else None,
+                   interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bilinear")
+
+
+def _torchvision_pretrained(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Feeding]:
+    """The architecture with its published weights, and the preprocessing those weights were trained with
+    (``weights.transforms()``: ``Resize(resize_size)`` + ``CenterCrop(crop_size)``, interpolation, stats)."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        model = torchvision.models.get_model(name, weights=weights, **kwargs)
+    except Exception as err:  # no network, no published weights: say so in one line
+        raise ModelError(f"torchvision cannot load pretrained weights for {name!r} (no hub access?): "
+                         f"{type(err).__name__}: {err}") from err
+    t = weights.transforms()
+    crop = int(t.crop_size[0])
+    interpolation = str(getattr(t.interpolation, "value", t.interpolation))
+    if interpolation not in ("bilinear", "bicubic"):
+        interpolation = "bilinear"
+    return model, Feeding(size=(crop, crop), mean=tuple(t.mean), std=tuple(t.std), resize="shorter",
+                          resize_size=int(t.resize_size[0]), interpolation=interpolation)
+
+
+def _logits_only(_module: nn.Module, _inputs: tuple, output: Any) -> Any:
+    """Forward hook for Hugging Face classifiers: their ``ModelOutput`` -> its ``logits`` tensor."""
+    return output["logits"] if isinstance(output, dict) and "logits" in output else output.logits
+
+
+def _has_logits(out: Any) -> bool:
+    if isinstance(out, dict):
+        return isinstance(out.get("logits"), torch.Tensor)
+    return isinstance(getattr(out, "logits", None), torch.Tensor)
 
 
 def _classes(cfg: Config, default: list[str] | None, n_out: int | None) -> list[str]:
@@ -207,34 +321,69 @@ def load_model(cfg: Config) -> LoadedModel:
     m = cfg.model
     checkpoint = cfg.resolve_path(m.checkpoint) if m.checkpoint else None
     builtin = None
+    feeding = Feeding()
+    probe_batch = 1  # a dummy forward of this many images checks the input shape
     if m.source == "builtin":
         if m.name not in BUILTIN_MODELS:
             raise UnknownNameError("builtin model", m.name, BUILTIN_MODELS, key="model.name")
         builtin = BUILTIN_MODELS[m.name]()
         model = builtin.factory()
+        feeding = Feeding(builtin.size, builtin.mode, builtin.mean, builtin.std)
         if checkpoint:
             _load_weights(model, _read_state_dict(checkpoint), checkpoint)
     elif m.source == "torchvision":
-        model = _torchvision(m, checkpoint)
+        if m.pretrained:
+            model, feeding = _torchvision_pretrained(m.name, m.kwargs)
+        else:
+            model = _torchvision(m, checkpoint)
+    elif m.source == "timm":
+        model, feeding = _timm(m, checkpoint)
     elif m.source == "torchscript":
         from xaicli.models.torchscript import load_torchscript
 
         model = load_torchscript(cfg.resolve_path(m.path))
+    elif m.source == "export":
+        from xaicli.models.exported import load_exported
+
+        model, shape = load_exported(cfg.resolve_path(m.path))
+        if shape is not None:  # the exported program's own input size (usually static)
+            feeding = replace(feeding, size=shape[2:], mode="L" if shape[1] == 1 else "RGB")
+        probe_batch = (shape[0] if shape else 1) + 1  # a batch size it was not traced with
     else:
         model = _factory(m.factory, cfg.base_dir)
         if checkpoint:
             _load_weights(model, _read_state_dict(checkpoint), checkpoint)
     model.eval()
+    feeding, transform = _configured(cfg, feeding)
+    channels = channels_of(feeding.mode)
+    n_out = _output_size(model, channels, feeding.size, batch=probe_batch)
+    classes = _classes(cfg, list(builtin.classes) if builtin else None, n_out)
+    if n_out is not None and len(classes) != n_out:
+        raise ConfigError("model.classes", f"{len(classes)} class names for a model with {n_out} outputs")
+    f, default = feeding, builtin.default_layer if builtin else None
+    return LoadedModel(model, classes, f.size, f.mode, f.mean, f.std, default, f.resize, f.resize_size,
+                       f.interpolation, transform)
 
+
+def _configured(cfg: Config, model_default: Feeding) -> tuple[Feeding, UserTransform | None]:
+    """The model's feeding with every ``preprocess`` key that is set (and a user transform) applied."""
     p = cfg.preprocess
-    if builtin is not None:
-        size, mode, mean, std = builtin.size, builtin.mode, builtin.mean, builtin.std
-    else:
-        size, mode, mean, std = (224, 224), "RGB", IMAGENET_MEAN, IMAGENET_STD
+    size, mode, mean, std = model_default.size, model_default.mode, model_default.mean, model_default.std
     if p.mode is not None and p.mode != mode:  # switching mode without stats: neutral stats
         mode = p.mode
         mean = std = (0.5,) * channels_of(mode)
-    size = tuple(p.size * 2 if p.size and len(p.size) == 1 else p.size or size)
+    transform = None
+    if p.transform is not None:
+        obj = _import_object(p.transform, "preprocess.transform", cfg.base_dir)
+        transform = load_transform(obj, p.transform, mode)
+        size = transform.size
+        if transform.mean is not None:
+            mean, std = transform.mean, transform.std
+    if p.size:
+        size = tuple(p.size * 2 if len(p.size) == 1 else p.size)
+        if transform is not None and size != transform.size:
+            raise ConfigError("preprocess.size", f"{list(size)} but preprocess.transform makes "
+                              f"{list(transform.size)} images; drop one of them")
     mean = tuple(p.mean or mean)
     std = tuple(p.std or std)
     channels = channels_of(mode)
@@ -242,26 +391,38 @@ def load_model(cfg: Config) -> LoadedModel:
         if len(v) not in (1, channels):
             raise ConfigError(f"preprocess.{name}",
                               f"has {len(v)} values but mode {mode!r} has {channels} channels")
-    n_out = _output_size(model, channels, size)
-    classes = _classes(cfg, list(builtin.classes) if builtin else None, n_out)
-    if n_out is not None and len(classes) != n_out:
-        raise ConfigError("model.classes", f"{len(classes)} class names for a model with {n_out} outputs")
-    return LoadedModel(model, classes, size, mode, mean, std, builtin.default_layer if builtin else None)
+    resize = p.resize or model_default.resize
+    resize_size = p.resize_size if p.resize_size is not None else model_default.resize_size
+    if p.resize_size is not None and p.resize is None:
+        resize = "shorter"  # a resize_size only means something with the centre crop
+    if resize_size is not None and resize_size < min(size):
+        raise ConfigError("preprocess.resize_size", f"{resize_size} is smaller than the crop {list(size)}; "
+                          "the shorter side must be at least the crop size")
+    interpolation = p.interpolation or model_default.interpolation
+    return Feeding(size, mode, mean, std, resize, resize_size, interpolation), transform
 
 
-def _output_size(model: nn.Module, channels: int, size: tuple[int, int]) -> int | None:
-    """Number of classes, from one dummy forward pass (which also proves the input shape works)."""
+def _output_size(model: nn.Module, channels: int, size: tuple[int, int], batch: int = 1) -> int | None:
+    """Number of classes, from one dummy forward pass (which also proves the input shape works). A model
+    returning a Hugging Face ``ModelOutput`` gets the :func:`_logits_only` hook first."""
     try:
         with torch.no_grad():
-            out = model(torch.zeros(1, channels, *size))
+            out = model(torch.zeros(batch, channels, *size))
     except SystemExit as err:
         raise ModelError(f"the model called exit({err.code!r}) in its forward pass") from err
     except Exception as err:  # any model error here means "this input shape does not fit the model"
-        raise ModelError(f"the model fails on a {channels}x{size[0]}x{size[1]} input ({type(err).__name__}: "
-                         f"{err}); check preprocess.size and preprocess.mode") from err
+        hint = ("; an exported program needs a dynamic batch size: torch.export.export(model, (x,), "
+                "dynamic_shapes={'x': {0: torch.export.Dim('batch')}})" if batch > 1 else "")
+        shape = f"{batch}x" if batch > 1 else ""
+        raise ModelError(f"the model fails on a {shape}{channels}x{size[0]}x{size[1]} input "
+                         f"({type(err).__name__}: {err}); check preprocess.size and preprocess.mode{hint}"
+                         ) from err
+    if not isinstance(out, torch.Tensor) and _has_logits(out):
+        model.register_forward_hook(_logits_only)
+        out = _logits_only(model, (), out)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ModelError("the model must return class scores of shape (batch, classes); got "
-                         f"{getattr(out, 'shape', type(out).__name__)}")
+        raise ModelError("the model must return class scores of shape (batch, classes) (or an object with "
+                         f".logits); got {getattr(out, 'shape', type(out).__name__)}")
     return int(out.shape[1])
 
 

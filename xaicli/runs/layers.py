@@ -1,4 +1,5 @@
-"""``xaicli layers``: the model's modules with their output shapes, to pick layers for the CAM methods."""
+"""``xaicli layers``: the model's modules with their output shapes and inferred layouts (NCHW, NHWC, tokens
+with their class/register tokens and patch grid), to pick layers for the CAM methods."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ class LayerListing:
     def to_dict(self) -> dict:
         return {"input_shape": list(self.input_shape), "default_layer": self.default_layer,
                 "layers": [{"name": i.name, "type": i.type,
-                            "output_shape": list(i.shape) if i.shape else None} for i in self.layers]}
+                            "output_shape": list(i.shape) if i.shape else None,
+                            "layout": i.layout.to_dict() if i.layout else None,
+                            "map_shape": list(i.map_shape) if i.map_shape else None} for i in self.layers]}
 
 
 def list_layers(cfg: Config) -> LayerListing:

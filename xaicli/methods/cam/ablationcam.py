@@ -19,6 +19,12 @@ forward pass then fails or returns the wrong number of rows, this layer falls ba
 through the whole network, as pytorch-grad-cam does. A module called several times per forward pass is
 ablated at every call.
 
+Layouts: the channels are those of the layer's output read as (B, C, h, w) (:meth:`~xaicli.methods.cam.
+base.CAMMethod.feature_map`, options ``layer_layout`` / ``grid``). The hook zeroes channel ``k`` through
+that same view of the layer's own output: on a channels-last layer its last dimension, on a token layer
+feature ``k`` of every patch token; class and register tokens are not part of the map and are left as
+they are.
+
 Differences from pytorch-grad-cam 1.5.7, which ablates by replacing the layer module: where a layer's
 output is never exactly 0 (a pre-activation layer) it sets the channel to ``min - 1e7`` instead of 0,
 and the minimum it uses includes the rows it already ablated, so the replacement value grows with the
@@ -80,10 +86,15 @@ class AblationCAM(ForwardCAM):
         local = img - first  # row -> position among the chunk's images
         row = torch.arange(n, device=x.device)
 
+        size = (x.shape[-2], x.shape[-1])
+
         def ablate(out: Tensor) -> Tensor:
-            # (images or n, C, h, w) -> (n, C, h, w): one copy per row, its channel zeroed
+            # (images or n, ...) layer output in its own layout -> (n, ...): one copy per row, its channel
+            # zeroed. The layout view (feature_map) is a view of the copies, so zeroing channel c of the
+            # (n, C, h, w) view zeroes channel c of an NCHW map, the last dimension of a channels-last map
+            # and feature c of a token layer's patch tokens (class/register tokens are left as they are)
             copies = out[local] if out.shape[0] == images else out.clone()
-            copies[row, channel] = 0
+            self.feature_map(layer, copies, size)[row, channel] = 0
             return copies
 
         if self.below_once.get(layer, True):

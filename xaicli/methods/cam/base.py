@@ -22,6 +22,15 @@ are weighted is each subclass's business:
 * :class:`ForwardCAM` (Eigen-CAM, Ablation-CAM): gradient-free methods that need the clean forward
   pass's activations and logits, then compute each layer's maps their own way (:meth:`ForwardCAM.
   layer_cam`).
+
+The layout step (:meth:`CAMMethod.feature_map`) sits between the capture and the combination: a hooked
+layer may output a channels-last map ``(B, h, w, C)`` or transformer tokens ``(B, T, D)``, which are read
+as ``(B, C, h, w)`` (:mod:`xaicli.models.layout`; options ``layer_layout`` and ``grid``). It is applied to
+the captured activation and to its gradient alike, after the backward pass, so autograd never sees it;
+:class:`ForwardCAM` applies it to the captured activation before :meth:`ForwardCAM.layer_cam`, and a
+method that edits the layer's output itself (Ablation-CAM) goes through the same view. FullGrad reads
+input-level and per-bias-layer gradients of NCHW convolutions and batch norms, so it takes no layout
+options.
 """
 
 from __future__ import annotations
@@ -35,12 +44,28 @@ from torch import Tensor
 from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.hooks import capture_activations, inference_state
 from xaicli.methods.postprocess import normalise_map, upsample
+from xaicli.models.layers import layer_layout
+from xaicli.models.layout import LAYOUT_CHOICES
 
-CAM_OPTIONS: dict[str, Option] = {
+MAP_OPTIONS: dict[str, Option] = {
     "upsample": Option("bilinear", "how the layer-resolution map is resized to the input",
                        choices=("bilinear", "bicubic", "nearest")),
     "normalise": Option(True, "min-max normalise each map to [0, 1] (false: raw ReLU'd values)"),
 }
+"""How a CAM's map is finished (:meth:`CAMMethod.finish`): every CAM method has these."""
+
+LAYOUT_OPTIONS: dict[str, Option] = {
+    "layer_layout": Option("auto", "how the layer's output holds its grid: auto (inferred, see `xaicli "
+                           "layers`), nchw (B, C, h, w), nhwc (B, h, w, C), tokens (B, T, D) with "
+                           "class/register tokens inferred, tokens_cls (B, 1 + h*w, D)",
+                           choices=LAYOUT_CHOICES),
+    "grid": Option(None, "[h, w] patch grid of a token layer (default: inferred from the model and the "
+                   "input size); leading tokens beyond h*w are dropped", kind=list),
+}
+"""How the explained layer's output is read as (B, C, h, w) (:meth:`CAMMethod.feature_map`): the methods
+that explain a layer have these; FullGrad, which reads NCHW convolutions and batch norms, does not."""
+
+CAM_OPTIONS: dict[str, Option] = {**MAP_OPTIONS, **LAYOUT_OPTIONS}
 
 
 class CAMMethod(Method):
@@ -49,6 +74,12 @@ class CAMMethod(Method):
     family = "cam"
     needs_layer = True
     options = CAM_OPTIONS
+
+    def feature_map(self, layer: str, t: Tensor, size: tuple[int, int]) -> Tensor:
+        """The layout step: layer ``layer``'s output or its gradient as (B, C, h, w), for input ``size``."""
+        layout = layer_layout(self.model, layer, tuple(t.shape[1:]), size, self.opts["layer_layout"],
+                              self.opts["grid"])
+        return layout.to_nchw(t)
 
     def finish(self, cams: Tensor, size: tuple[int, int]) -> Tensor:
         """(B, K, h, w) -> (B, K, H, W) at input size, normalised as configured."""
@@ -88,7 +119,9 @@ class GradientCAM(CAMMethod):
                     score = logits.gather(1, tgt[:, k : k + 1]).sum()
                     grads = torch.autograd.grad(score, leaves, retain_graph=k < tgt.shape[1] - 1)
                     for i, (a, g) in enumerate(zip(leaves, grads, strict=True)):
-                        per_layer[i].append(self.combine(a, g))
+                        name = self.layers[i]
+                        per_layer[i].append(self.combine(self.feature_map(name, a, size),
+                                                         self.feature_map(name, g, size)))
         maps = {name: self.finish(torch.stack(cams, dim=1), size)
                 for name, cams in zip(self.layers, per_layer, strict=True)}
         return Explanation(maps=maps, targets=tgt, logits=logits.detach())
@@ -112,7 +145,9 @@ class ForwardCAM(CAMMethod):
     @abstractmethod
     def layer_cam(self, x: Tensor, layer: str, acts: Tensor, logits: Tensor, tgt: Tensor,
                   call: Call) -> Tensor:
-        """(B, C, h, w) activations of ``layer`` -> (B, K, h, w) un-normalised maps for targets ``tgt``."""
+        """(B, C, h, w) activations of ``layer`` (already read through :meth:`feature_map`: channels-last
+        maps permuted, class/register tokens dropped) -> (B, K, h, w) un-normalised maps for targets
+        ``tgt``."""
 
     @torch.no_grad()
     def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
@@ -121,6 +156,8 @@ class ForwardCAM(CAMMethod):
             with capture_activations(self.model, self.layers, differentiable=False) as acts:
                 logits = self.model(x)  # (B, N)
             tgt = resolve_targets(logits, targets)  # (B, K)
-            maps = {name: self.finish(self.layer_cam(x, name, acts[name].float(), logits, tgt, call), size)
-                    for name in self.layers}
+            maps = {}
+            for name in self.layers:
+                features = self.feature_map(name, acts[name], size).float()  # (B, C, h, w)
+                maps[name] = self.finish(self.layer_cam(x, name, features, logits, tgt, call), size)
         return Explanation(maps=maps, targets=tgt, logits=logits)

@@ -6,7 +6,9 @@ does; the paper does not mention centring) and ``M = U S V^T`` its singular valu
 
     L = ReLU(M v_1)         (v_1: the first right singular vector; M v_1 = s_1 u_1)
 
-The map does not depend on the target: every target of an image gets the same map.
+The map does not depend on the target: every target of an image gets the same map. On a channels-last or
+token layer, ``M`` is the layer's output read as (B, C, h, w) (:meth:`~xaicli.methods.cam.base.CAMMethod.
+feature_map`): the positions are the patch tokens, class and register tokens left out.
 
 Sign: a singular vector is defined up to its sign, and SVD routines pick one arbitrarily (NumPy and
 PyTorch often disagree on the same activations), so a plain ``ReLU(M v_1)`` shows either the

@@ -19,6 +19,12 @@ like a pixel method's, written under the ``input`` layer folder. The engine keep
 out of batch-norm folding (:meth:`FullGrad.layers_read`): folding would merge a convolution's and its
 batch norm's bias terms into one, which the per-part rescaling does not treat the same way.
 
+Layouts: FullGrad is input-level, so it has no ``layer_layout`` / ``grid`` options (the other CAMs read
+one layer's output as (B, C, h, w), see :meth:`~xaicli.methods.cam.base.CAMMethod.feature_map`). The
+convolutions and batch norms it reads are NCHW by definition; on a vision transformer that is the patch
+embedding's convolution only (LayerNorm and linear biases are left out, as above), so there its map is
+the input term plus one patch-resolution bias term.
+
 Rescaling (``rescale``): ``channel`` (default) rescales every channel of every part on its own, as the
 sum over ``c`` of the paper's equation does and as pytorch-grad-cam 1.5.7 does; ``layer`` rescales each
 part (the input term, each layer) as a whole, as the authors' released code does. Each rescaling is
@@ -37,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from xaicli.methods.base import Call, Explanation, Option, TargetSpec, resolve_targets
-from xaicli.methods.cam.base import CAM_OPTIONS, CAMMethod
+from xaicli.methods.cam.base import MAP_OPTIONS, CAMMethod
 from xaicli.methods.hooks import capture_activations, inference_state
 from xaicli.methods.modules import is_a, nn_class
 from xaicli.methods.postprocess import upsample
@@ -84,7 +90,7 @@ class FullGrad(CAMMethod):
     paper = "Srinivas & Fleuret, Full-Gradient Representation, NeurIPS 2019 (arXiv:1905.00780)"
     needs_layer = False
     options = {
-        **CAM_OPTIONS,
+        **MAP_OPTIONS,  # no layer_layout / grid: it reads the NCHW outputs of convolutions and batch norms
         "rescale": Option("channel", "rescale each channel of each part to [0, 1] (paper's equation, "
                           "pytorch-grad-cam) or each part as a whole (layer: the authors' code)",
                           choices=("channel", "layer")),

@@ -61,7 +61,8 @@ class ScoreCAM(CAMMethod):
             with capture_activations(self.model, self.layers, differentiable=False) as acts:
                 logits = self.model(x)  # (B, N)
             tgt = resolve_targets(logits, targets)  # (B, K)
-            maps = {name: self.finish(self.layer_cam(x, acts[name], tgt, call.chunk_size), size)
+            maps = {name: self.finish(self.layer_cam(x, self.feature_map(name, acts[name], size), tgt,
+                                                     call.chunk_size), size)
                     for name in self.layers}
         return Explanation(maps=maps, targets=tgt, logits=logits)
 
