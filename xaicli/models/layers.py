@@ -1,14 +1,15 @@
-"""Layer listing and the default layer choice, from one hooked dummy forward pass."""
+"""Layer lookup, listing and the default layer choice (from the probe forward pass, :mod:`.probe`)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from xaicli.errors import ModelError, UnknownNameError
+from xaicli.errors import UnknownNameError
+from xaicli.models.probe import LayerInfo, probe_model
+
+__all__ = ["LayerInfo", "default_layer", "default_layer_of", "describe_layers", "find_module"]
 
 
 def find_module(model: nn.Module, name: str, key: str | None = None) -> nn.Module:
@@ -19,60 +20,27 @@ def find_module(model: nn.Module, name: str, key: str | None = None) -> nn.Modul
     return modules[name]
 
 
-@dataclass
-class LayerInfo:
-    name: str
-    type: str
-    shape: tuple[int, ...] | None  # output shape for one input image, None if not called
-    order: int  # position in execution order (-1: never called)
-    hooked: bool = True  # False: the module refused a hook (its shape and order are unknown)
-
-
 def describe_layers(model: nn.Module, input_shape: tuple[int, int, int],
                     names: Collection[str] | None = None) -> list[LayerInfo]:
     """Every named module (or those in ``names``) with its output shape for a (C, H, W) input, in
-    definition order. The dummy input goes to the model's device; modules that refuse hooks (inside a
-    compiled TorchScript call) are listed with no shape."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    order: dict[str, int] = {}
-    counter = [0]
-    handles = []
-
-    def make(name: str):
-        def hook(_m: nn.Module, _i: tuple, out: object) -> None:
-            if isinstance(out, Tensor):
-                shapes[name] = tuple(out.shape[1:])
-            counter[0] += 1
-            order[name] = counter[0]  # containers finish after their children
-
-        return hook
-
-    wanted = [(n, m) for n, m in model.named_modules() if n and (names is None or n in names)]
-    refused: set[str] = set()
-    try:
-        for name, module in wanted:
-            try:
-                handles.append(module.register_forward_hook(make(name)))
-            except (RuntimeError, AttributeError, ModelError):
-                refused.add(name)
-        first = next(iter(model.parameters()), None)
-        device = first.device if first is not None else torch.device("cpu")
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    return [LayerInfo(n, type(m).__name__, shapes.get(n), order.get(n, -1), n not in refused)
-            for n, m in wanted]
+    definition order, from one probe forward pass (:func:`~xaicli.models.probe.probe_model`; a loaded
+    model already has one: ``LoadedModel.probe``). Modules that refuse hooks (inside a compiled
+    TorchScript call) are listed with no shape."""
+    return [i for i in probe_model(model, input_shape).layers if names is None or i.name in names]
 
 
 def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | None:
-    """The last spatial feature map before pooling: the usual Grad-CAM choice (e.g. ResNet's ``layer4``).
+    """The last spatial feature map before pooling: the usual Grad-CAM choice (e.g. ResNet's ``layer4``);
+    see :func:`default_layer_of`."""
+    return default_layer_of(describe_layers(model, input_shape))
 
-    Among the modules whose output is the last executed (C, h, w) map with h, w > 1, the outermost one
-    (shortest name) is chosen, so ``layer4`` wins over ``layer4.1.relu``.
+
+def default_layer_of(layers: Sequence[LayerInfo]) -> str | None:
+    """The default CAM layer among ``layers`` (a probe's): among the modules whose output is the last
+    executed (C, h, w) map with h, w > 1, the outermost one (shortest name), so ``layer4`` wins over
+    ``layer4.1.relu``.
     """
-    infos = [i for i in describe_layers(model, input_shape)
+    infos = [i for i in layers
              if i.shape is not None and len(i.shape) == 3 and min(i.shape[1:]) > 1
              and not i.type.startswith("Adaptive")]  # VGG's 7x7 AdaptiveAvgPool2d is not a feature map
     if not infos:
