@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xaicli.engine.decode import Reserve, load_image
+from xaicli.engine.decode import Reserve, decode_pixels, unit_float
 from xaicli.models.loader import channels_of
+from xaicli.timing import NullClock, StageClock
+
+_NO_CLOCK = NullClock()
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,20 @@ class Preprocess:
         side = 2 * max(self.size)
         return side, side
 
-    def load(self, path: str, reserve: Reserve | None = None) -> Tensor:
+    def load(self, path: str, reserve: Reserve | None = None, clock: StageClock | None = None,
+             fast: bool | None = None) -> Tensor:
         """File -> (C, H, W) float32 in [0, 1] at model-input size. Raises ImageDecodeError.
 
         Large images are decoded reduced to :attr:`decode_size` (see :mod:`xaicli.engine.decode`);
-        ``reserve`` is the decode-memory budget's context manager factory."""
-        arr = load_image(path, self.mode, self.alpha_background, self.decode_size, reserve)  # (h, w, C)
-        img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]  # (1, C, h, w)
-        return self.resize_tensor(img)[0]
+        ``reserve`` is the decode-memory budget's context manager factory; ``clock`` records the
+        ``decode`` and ``resize`` stages; ``fast`` as in :func:`~xaicli.engine.decode.decode_pixels`."""
+        clock = clock or _NO_CLOCK
+        with clock.worker("decode"):
+            arr = unit_float(decode_pixels(path, self.mode, self.alpha_background, self.decode_size, reserve,
+                                           fast=fast))  # (h, w, C), any layout
+        with clock.worker("resize"):
+            img = torch.from_numpy(arr).permute(2, 0, 1)[None]  # (1, C, h, w)
+            return self.resize_tensor(img)[0]
 
     def resize_tensor(self, img: Tensor) -> Tensor:
         h, w = img.shape[-2:]
