@@ -31,6 +31,10 @@ Source = Literal["builtin", "torchvision", "torchscript", "python"]
 #: neither torch nor the renderer; ``xaicli.render.colormaps`` holds a table for each (a test checks).
 COLORMAP_NAMES: tuple[str, ...] = ("jet", "viridis", "inferno", "magma", "gray", "hot", "coolwarm", "bwr")
 
+OverlayFormat = Literal["png", "jpg", "webp"]
+#: Overlay file formats ``output.overlay_format`` accepts (``xaicli.outputs.encode`` has an encoder for each).
+OVERLAY_FORMATS: tuple[str, ...] = typing.get_args(OverlayFormat)
+
 
 @dataclass
 class ModelConfig:
@@ -75,6 +79,7 @@ class OutputConfig:
     colormap: str = "jet"
     alpha: float = 0.5
     overlay_scale: int = 1
+    overlay_format: OverlayFormat = "png"  # png (lossless) | jpg | webp (smaller, lossy)
 
 
 @dataclass

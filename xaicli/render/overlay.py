@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xaicli.render.colormaps import apply_colormap
+from xaicli.render.colormaps import colour_index, lut, resolve
 
 
 def to_rgb(images: Tensor) -> Tensor:
@@ -37,10 +37,16 @@ def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 
     images: (B, C, H, W) in [0, 1]; maps: (B, K, H, W) in [0, 1] ([-1, 1] if ``signed``, which then uses
     a diverging colormap unless one was chosen). Returns uint8 (B, K, H*scale, W*scale, 3); ``scale``
     enlarges small inputs with nearest-neighbour so pixels stay visible.
+
+    The same pixels as ``blend(to_rgb(images), apply_colormap(maps), alpha)`` (the figures' path), in
+    fewer passes: ``alpha * colour`` is looked up in a pre-multiplied table (the same float products), and
+    the sum, clipping and rounding happen in place.
     """
     if scale > 1:
         images = F.interpolate(images.float(), scale_factor=scale, mode="nearest")
         maps = F.interpolate(maps.float(), scale_factor=scale, mode="nearest")
-    base = to_rgb(images.float())[:, None]  # (B, 1, H, W, 3)
-    heat = apply_colormap(maps, colormap, signed)  # (B, K, H, W, 3)
-    return blend(base, heat, alpha)
+    table = alpha * lut(resolve(colormap, signed), maps.device)  # (256, 3): alpha * colour
+    rows = colour_index(maps, signed, torch.int32)  # (B, K, H, W)
+    out = table.index_select(0, rows.flatten()).view(*rows.shape, 3)  # (B, K, H, W, 3)
+    out += (1 - alpha) * to_rgb(images.float())[:, None]  # + (1 - alpha) * image, (B, 1, H, W, 3)
+    return out.clamp_(0, 1).mul_(255).round_().to(torch.uint8)

@@ -29,37 +29,46 @@ from xaicli.runs.progress import NullProgress, ProgressSink
 from xaicli.runs.report import write_report
 from xaicli.runs.summary import RunSummary
 from xaicli.runs.write import ExplanationWriter
+from xaicli.timing import StageClock
 
 
 def run_explain(cfg: Config, inputs: Sequence[str], outdir: Path, *, overwrite: bool = False,
-                progress: ProgressSink | None = None, items: Sequence[InputImage] | None = None
-                ) -> tuple[RunSummary | None, ExitCode]:
+                progress: ProgressSink | None = None, items: Sequence[InputImage] | None = None,
+                clock: StageClock | None = None) -> tuple[RunSummary | None, ExitCode]:
     """The whole ``xaicli explain`` command: :func:`explain` in one process, or this rank's part of a
     ``torchrun`` launch (:mod:`.distributed`; only rank 0 reports, the summary is None on the others).
-    ``items``: the inputs already found and OUTDIR already checked (:func:`.preflight.prepare_inputs`)."""
+    ``items``: the inputs already found and OUTDIR already checked (:func:`.preflight.prepare_inputs`);
+    ``clock``: the command's stage clock (:mod:`xaicli.timing`; the CLI's holds its start-up)."""
     from xaicli.runs.distributed import distributed_env, explain_distributed
 
     env = distributed_env()
     if env is None:
-        summary = explain(cfg, inputs, outdir, overwrite=overwrite, progress=progress, items=items)
+        summary = explain(cfg, inputs, outdir, overwrite=overwrite, progress=progress, items=items,
+                          clock=clock)
         return summary, summary.exit_code
     return explain_distributed(cfg, inputs, outdir, env, overwrite=overwrite,
                                progress=progress if env.rank == 0 else None)
 
 
 def explain(cfg: Config, inputs: Sequence[str], outdir: Path, *, overwrite: bool = False,
-            progress: ProgressSink | None = None, items: Sequence[InputImage] | None = None) -> RunSummary:
+            progress: ProgressSink | None = None, items: Sequence[InputImage] | None = None,
+            clock: StageClock | None = None) -> RunSummary:
     """Explain every image under ``inputs`` into ``outdir``, with the figures and report ``cfg`` asks for.
     Per-image failures are recorded in the summary and the manifest, never raised; a problem with the
     inputs, OUTDIR or the config raises :class:`~xaicli.errors.UsageError` before anything is written."""
     progress = progress or NullProgress()
+    clock = clock or StageClock()
     t0 = time.perf_counter()
-    items = list(items) if items is not None else prepare_inputs(inputs, outdir, progress.note)
+    if items is None:
+        with clock.foreground("inputs"):
+            items = prepare_inputs(inputs, outdir, progress.note)
+    items = list(items)
     lock = OutdirLock(outdir)
     try:
         if outdir.is_dir():
             lock.acquire()  # a busy OUTDIR is refused before the model loads, when it exists already
-        explainer = Explainer(cfg, fold_batchnorms=True, functional_relu=True)  # the CLI owns its model
+        explainer = Explainer(cfg, fold_batchnorms=True, functional_relu=True,  # the CLI owns its model
+                              clock=clock)
         for notice in explainer.notices:
             progress.note(f"notice: {notice}")
         outdir.mkdir(parents=True, exist_ok=True)
@@ -95,13 +104,14 @@ def explain_shard(cfg: Config, explainer: Explainer, items: Sequence[InputImage]
     """
     progress = progress or NullProgress()
     t0 = time.perf_counter() if t0 is None else t0
-    writer = ExplanationWriter(cfg, explainer, outdir, inputs, identity=run_identity(explainer),
-                               overwrite=overwrite, progress=progress,
-                               manifest_name=manifest_name, run_json_name=run_json_name,
-                               done_manifests=done_manifests, announce_to=announce_to,
-                               sweep_temporaries=sweep_temporaries, t0=t0)
-    writer.summary.timings["load_model"] = time.perf_counter() - t0
-    todo = writer.pending(items)
+    with explainer.clock.foreground("identity"):
+        writer = ExplanationWriter(cfg, explainer, outdir, inputs, identity=run_identity(explainer),
+                                   overwrite=overwrite, progress=progress,
+                                   manifest_name=manifest_name, run_json_name=run_json_name,
+                                   done_manifests=done_manifests, announce_to=announce_to,
+                                   sweep_temporaries=sweep_temporaries, t0=t0)
+        writer.summary.timings["load_model"] = time.perf_counter() - t0
+        todo = writer.pending(items)
     progress.start(len(todo), "explaining")
     try:
         with writer:

@@ -21,6 +21,8 @@ class RunSummary:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     oom_retries: int = 0
+    cpu_seconds: float = 0.0  # the process's CPU time, interpreter start included
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # StageClock.to_dict()
 
     @property
     def exit_code(self) -> ExitCode:
@@ -35,5 +37,6 @@ class RunSummary:
             "seconds": round(self.seconds, 3), "images_per_second": round(
                 self.images_explained / self.seconds, 2) if self.seconds else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()}, "oom_retries": self.oom_retries,
+            "cpu_seconds": round(self.cpu_seconds, 3), "stages": self.stages,
             "exit_code": int(self.exit_code),
         }
