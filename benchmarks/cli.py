@@ -15,19 +15,23 @@ from typing import Annotated
 
 import typer
 
-from benchmarks.rows import EXTRA_ROWS
+from benchmarks.rows import EXTRA_ROWS, METRIC_ROWS
 
 ROWS_HELP = ("Rows to run (repeatable or comma-separated): any attribution method (one row per method "
-             "`xaicli methods` lists), " + ", ".join(EXTRA_ROWS) + ". Default: all.")
+             "`xaicli methods` lists), " + ", ".join(EXTRA_ROWS) + "; the metric rows "
+             + ", ".join(METRIC_ROWS) + " (against the RISE authors' loop, Quantus and pytorch-grad-cam's "
+             "ROAD). Default: the methods and " + ", ".join(EXTRA_ROWS) + ".")
 
 
 def bench(
-    model: Annotated[str, typer.Option(help="torchvision architecture (random weights).")] = "resnet18",
+    model: Annotated[str, typer.Option(help="torchvision architecture (random weights), or the bundled "
+                                       "fashion_mnist_cnn (its own 28x28 input).")] = "resnet18",
     size: Annotated[int, typer.Option(min=8, help="Input size (square).")] = 224,
     batch: Annotated[int, typer.Option(min=1, help="Images per call, for both libraries.")] = 32,
     images: Annotated[int, typer.Option(min=1, help="Images per timed repeat (fast rows).")] = 64,
     heavy_images: Annotated[int, typer.Option(min=1, help="Images per timed repeat for the other chunked "
-                                              "methods (integrated gradients, SmoothGrad).")] = 4,
+                                              "methods (integrated gradients, SmoothGrad, GradientSHAP, "
+                                              "Ablation-CAM).")] = 4,
     scorecam_images: Annotated[int, typer.Option(min=1, help="Images per timed repeat for Score-CAM.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per row (median reported).")] = 5,
     heavy_repeats: Annotated[int, typer.Option(min=1, help="Timed repeats for the heavy rows (the chunked "
@@ -80,6 +84,7 @@ def bench(
 EPILOG = ("Examples (`python benchmarks/bench.py` takes the same arguments):\n\n  xaicli bench\n\n"
           "  xaicli bench --quick\n\n"
           "  xaicli bench -m gradcam -m e2e --markdown table.md\n\n"
+          "  xaicli bench -m deletion -m road -m mprt --model fashion_mnist_cnn\n\n"
           "  xaicli bench --device cuda --model resnet50 --batch 128 --images 1024 --precision bf16")
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich",

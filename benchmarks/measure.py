@@ -40,17 +40,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def synthetic_images(n: int, size: tuple[int, int], seed: int = 0) -> Tensor:
-    """(n, 3, H, W) display images in [0, 1]: smooth random colour fields with some texture.
+def synthetic_images(n: int, size: tuple[int, int], seed: int = 0, channels: int = 3) -> Tensor:
+    """(n, C, H, W) display images in [0, 1]: smooth random colour fields with some texture.
 
     Smooth structure (low-resolution noise upsampled) gives CAMs and gradients something to find; the
     exact content does not matter for timing, only that both libraries see the same pixels.
     """
     gen = torch.Generator().manual_seed(seed)
     h, w = size
-    coarse = torch.rand((n, 3, max(2, h // 32), max(2, w // 32)), generator=gen)
+    coarse = torch.rand((n, channels, max(2, h // 32), max(2, w // 32)), generator=gen)
     img = F.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
-    img = img + 0.08 * torch.randn((n, 3, h, w), generator=gen)
+    img = img + 0.08 * torch.randn((n, channels, h, w), generator=gen)
     return img.clamp(0, 1).contiguous()
 
 

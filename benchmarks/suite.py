@@ -30,7 +30,7 @@ from torch import Tensor
 
 from benchmarks.measure import Timing, pearson, sync, synthetic_images
 from benchmarks.references import CAPTUM, PGC, make_reference, reference_available, reference_library
-from benchmarks.rows import all_rows, comparison, heavy_rows, method_rows
+from benchmarks.rows import METRIC_ROWS, NOTES, all_rows, comparison, default_rows, heavy_rows, method_rows
 
 #: xaicli method -> (options for the comparison, required speed-up over the reference or None), for
 #: every registered method (see :mod:`benchmarks.rows`)
@@ -48,7 +48,7 @@ class BenchOptions:
     size: int = 224
     batch: int = 32
     images: int = 64  # per timed call, for the fast rows
-    heavy_images: int = 4  # per timed call, for integrated gradients and SmoothGrad
+    heavy_images: int = 4  # per timed call, for the chunked methods but Score-CAM (IG, SmoothGrad, ...)
     scorecam_images: int = 2  # per timed call, for Score-CAM (every channel is a forward pass per image)
     repeats: int = 5
     heavy_repeats: int = 3
@@ -151,10 +151,12 @@ def _loadavg() -> list[float] | None:
 
 def _config(opts: BenchOptions, method: str, options: dict, topk: int = 1):
     from xaicli.config import config_from_dict
+    from xaicli.models.builtin import BUILTIN_MODELS
 
+    builtin = opts.model in BUILTIN_MODELS  # e.g. the bundled fashion_mnist_cnn, at its own input size
     return config_from_dict({
-        "model": {"source": "torchvision", "name": opts.model},
-        "preprocess": {"size": [opts.size, opts.size]},
+        "model": {"source": "builtin" if builtin else "torchvision", "name": opts.model},
+        "preprocess": {} if builtin else {"size": [opts.size, opts.size]},
         "methods": [{"name": method, "options": options}],
         "targets": {"topk": topk},
         "run": {"device": opts.device, "batch_size": opts.batch, "precision": opts.precision},
@@ -205,7 +207,7 @@ class Suite:
         self.ref_model = copy.deepcopy(self.loaded.model).to(self.device).eval()
         self.report = BenchReport(opts, environment(self.device))
         self.images = synthetic_images(max(opts.images, opts.heavy_images, opts.scorecam_images),
-                                       (opts.size, opts.size), seed=opts.seed)
+                                       self.loaded.size, seed=opts.seed, channels=self.loaded.input_shape[0])
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class Suite:
         known = get_method(method).options
         options = {k: v for k, v in options.items() if k in known}
         return Explainer(_config(self.opts, method, options, topk), self.loaded, self.device,
-                         fold_batchnorms=True, functional_relu=True)
+                         fold_batchnorms=True, functional_relu=True, emit_warnings=False)
 
     def engine_fn(self, explainer, images: Tensor, batch: int, render: bool = False) -> Callable[[], list]:
         """What xaicli does per batch: explain on the device (in CPU micro-batches, as the CLI does), maps
@@ -261,6 +263,11 @@ class Suite:
                 self.forward_row()
             elif name == "topk":
                 self.topk_row()
+            elif name in METRIC_ROWS:
+                from benchmarks.metric_rows import metric_rows
+
+                for row in metric_rows(self, name):
+                    self.add(row)
             elif name == "e2e":
                 from benchmarks.end_to_end import end_to_end_rows
 
@@ -326,7 +333,7 @@ class Suite:
         if library is not None and not reference_available(library):
             self.report.notes.append(f"{name}: {library} is not installed, reference row skipped")
         elif library is not None:
-            ref = make_reference(name, self.ref_model, module, baseline=lo,
+            ref = make_reference(name, self.ref_model, module, baseline=lo, top=hi,
                                  stdev=0.15 * float((hi - lo).mean()),
                                  chunk_size=options.get("chunk_size", 64),
                                  reduce=self._pixel_maps(explainer))
@@ -352,7 +359,8 @@ class Suite:
                      (ratio >= target) if (target and ratio) else None, agreement,
                      "reference maps" if agreement is not None else "",
                      note="; ".join(filter(None, [f"layer {layer}" if layer else "",
-                                                  "" if library else "no reference library implements it"])),
+                                                  "" if library else "no reference library implements it",
+                                                  NOTES.get(name, "")])),
                      seconds={"xaicli": ta.seconds, **({"reference": tb.seconds} if tb else {})}))
         if name == "scorecam":
             self.scorecam_max_n_row(ta, tb, images, batch, repeats)
@@ -415,7 +423,7 @@ def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = print) -> Ben
             from xaicli.errors import UnknownNameError
 
             raise UnknownNameError("benchmark row", unknown[0], ALL_ROWS)
-    rows = list(opts.methods or ALL_ROWS)
+    rows = list(opts.methods or default_rows())
     suite = Suite(opts, log)
     if opts.is_quick:
         suite.report.notes.append("quick run: too few images and repeats to judge the targets (start-up "

@@ -2,7 +2,8 @@
 
     __main__ -> cli, docs, demo   (entry points)
       -> runs               (use cases: explain, sweep, ...; each one short function)
-      -> engine | render | outputs   (the explainer and its loop | pixels | files; never each other)
+      -> engine | render | outputs | metrics   (the explainer and its loop | pixels | files | scores;
+                                                 never each other)
       -> methods            (attribution methods behind the registry)
       -> models             (loading models, layers)
       -> config | errors | naming    (the schema, typed errors, file-safe names)
@@ -25,7 +26,7 @@ TIERS = {
     "__main__": 7,  # python -m xaicli: the CLI
     "cli": 6, "bench": 6, "docs": 6, "demo": 6,
     "runs": 5,
-    "engine": 4, "render": 4, "outputs": 4,
+    "engine": 4, "render": 4, "outputs": 4, "metrics": 4,
     "methods": 3,
     "models": 2,
     "config": 1, "errors": 0, "naming": 0, "timing": 0, "": 0,  # "" = the package root (__version__)

@@ -10,7 +10,7 @@ import pytest
 from benchmarks import ALL_ROWS, BenchOptions, run_benchmark
 from benchmarks.references import IMPLEMENTED_BY, PGC, reference_available
 from benchmarks.report import as_json, as_markdown, as_text
-from benchmarks.rows import ALIGNMENT, EXTRA_ROWS, TARGETS
+from benchmarks.rows import ALIGNMENT, EXTRA_ROWS, METRIC_ROWS, TARGETS
 from xaicli.errors import UsageError
 from xaicli.methods import available_methods, get_method, methods_where
 
@@ -102,7 +102,7 @@ def test_missing_reference_library_skips_its_rows_with_a_note(monkeypatch):
 
 def test_every_registered_method_has_a_row():
     methods = list(available_methods())
-    assert set(ALL_ROWS) >= set(methods) and ALL_ROWS == (*methods, *EXTRA_ROWS)
+    assert set(ALL_ROWS) >= set(methods) and ALL_ROWS == (*methods, *EXTRA_ROWS, *METRIC_ROWS)
     # the hand-written data only names registered methods, with options they declare
     assert set(IMPLEMENTED_BY) | set(ALIGNMENT) | set(TARGETS) <= set(methods)
     for name, options in ALIGNMENT.items():
@@ -139,3 +139,32 @@ def test_xaicli_bench_outside_a_checkout_exits_2_with_one_line(cli, monkeypatch,
         lines = [ln for ln in (res.stderr or res.output).splitlines() if ln.strip()]
         assert lines == [f"error: {entry.NOT_FOUND}"]
         assert lines[0].startswith("error: xaicli bench runs from a source checkout (benchmarks/ not found")
+
+
+def test_metric_rows_time_xaicli_against_the_references_on_the_same_maps():
+    """The metric rows run on the bundled model (one channel: Quantus' pixel flipping is the same protocol)
+    and the two sides agree on the values, which is what makes the timing comparable."""
+    import re
+
+    from benchmarks.metric_rows import quantus_step
+
+    assert quantus_step(28, 28) == 8 and quantus_step(224, 224) == 512  # divisors of H*W near H*W/100
+    opts = BenchOptions(methods=["deletion", "road", "mprt"], model="fashion_mnist_cnn", images=2,
+                        heavy_images=1, repeats=1, heavy_repeats=1, e2e_images=0)
+    report = run_benchmark(opts, log=lambda _line: None)
+    rows = {r.method: r for r in report.rows}
+    assert set(rows) >= {"deletion+insertion (100 steps)", "road MoRF+LeRF", "mprt (cascading)"}
+    for row in rows.values():
+        assert row.xaicli > 0 and row.size == 28 and row.target
+        if row.reference_rate:
+            assert row.ratio == pytest.approx(row.xaicli / row.reference_rate)
+    rise = rows["deletion+insertion (100 steps)"]
+    assert rise.reference == "RISE authors' CausalMetric loop"
+    assert float(re.search(r"max \|AUC difference\| (\S+)", rise.note).group(1)) < 1e-5
+    if reference_available(PGC):
+        road = rows["road MoRF+LeRF"]
+        assert float(re.search(r"max \|value difference\| (\S+)", road.note).group(1)) < 1e-3
+    if "deletion (98 steps)" in rows:  # quantus installed
+        note = rows["deletion (98 steps)"].note
+        assert float(re.search(r"max \|curve difference\| (\S+)", note).group(1)) < 1e-5
+    assert "deletion" not in [r for r in __import__("benchmarks.rows").rows.default_rows()]

@@ -13,7 +13,7 @@ import torch
 from xaicli.render.colormap_tables import TABLES
 from xaicli.render.colormaps import COLORMAPS, DIVERGING, apply_colormap, colour_index, lut, resolve
 from xaicli.render.figures import FigureStyle, GridCell, GridRow, colourise, render_grid
-from xaicli.render.overlay import blend, overlay, to_rgb
+from xaicli.render.overlay import NEUTRAL, blend, overlay, to_rgb
 
 MATPLOTLIB = [n for n in COLORMAPS if n != "jet"]
 
@@ -122,6 +122,12 @@ def test_overlay_equals_the_unfused_blend_bit_for_bit(alpha: float, signed: bool
         expected = blend(to_rgb(big_images)[:, None], apply_colormap(big_maps, name, signed), alpha)
         assert got.dtype == torch.uint8 and got.shape == (3, 2, 10 * scale, 12 * scale, 3)
         assert torch.equal(got, expected), name
+        flat = torch.tensor([[True, False], [False, False], [False, True]])  # drawn grey, as blend draws it
+        colours = apply_colormap(big_maps, name, signed)
+        heat = torch.where(flat[:, :, None, None, None], torch.full_like(colours, NEUTRAL), colours)
+        grey = blend(to_rgb(big_images)[:, None], heat, alpha)
+        assert torch.equal(overlay(images, maps, name, alpha, signed, scale, flat), grey), name
+        assert not torch.equal(grey[0, 0], expected[0, 0]) or alpha == 0.0
     gray = overlay(images[:, :1], maps, "gray", alpha, signed)  # one-channel images are drawn gray
     heat = apply_colormap(maps, "gray", signed)
     assert torch.equal(gray, blend(to_rgb(images[:, :1])[:, None], heat, alpha))

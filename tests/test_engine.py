@@ -433,7 +433,8 @@ def build():
 
 def test_each_command_loads_the_model_once(cli, tmp_path, tiny_config, tiny_cnn_factory_file, write_config,
                                            image_tree):
-    """explain (also resumed with figures, which re-explains skipped images) and sweep build one model."""
+    """explain (also resumed with figures, which re-explains skipped images), sweep (also scoring its layers)
+    and evaluate (explain + metrics that recompute maps on copies) build one model."""
     (tmp_path / "counted.py").write_text(COUNTING_FACTORY.replace("TINY_CNN_FILE",
                                                                   repr(str(tiny_cnn_factory_file))))
     tiny_config["model"]["factory"] = "counted.py:build"
@@ -443,6 +444,8 @@ def test_each_command_loads_the_model_once(cli, tmp_path, tiny_config, tiny_cnn_
     for args in (("explain", image_tree, "-o", tmp_path / "out"),
                  ("explain", image_tree, "-o", tmp_path / "out"),  # resumed: figures recomputed in memory
                  ("sweep", image_tree, "-o", tmp_path / "sweep", "--layers", "auto"),
+                 ("evaluate", image_tree, "-o", tmp_path / "eval", "--metrics",
+                  "sparseness,mprt,random_logit"),
                  ("layers",)):
         count.unlink(missing_ok=True)
         res = cli(*args, "-c", cfg)

@@ -366,3 +366,55 @@ def test_sweep_usage_errors_exit_2(tiny) -> None:
     assert res.exit_code == 2 and "features.1.bn" in res.output
     res = CliRunner().invoke(app, [*base, "--method", "saliency"])
     assert res.exit_code == 2 and "CAM method" in res.output
+
+
+def test_sweep_metric_scores_every_layer_and_names_the_best(tiny) -> None:
+    """``--metric insertion``: each layer's mean is the mean of the insertion of its (normalised) maps,
+    recomputed here independently from the sweep's own explainer; the best layer is the argmax."""
+    import torch
+
+    from xaicli.config import load_config
+    from xaicli.engine import explain_images
+    from xaicli.methods.postprocess import normalise_map
+    from xaicli.metrics import evaluate_maps
+    from xaicli.models.loader import load_model
+    from xaicli.runs.sweep import sweep_config
+
+    images, tmp = tiny
+    cfg_path = tiny_cnn.write_config(tmp / "tiny.yaml", cell_size=32)
+    out = tmp / "out"
+    res = CliRunner().invoke(app, ["sweep", str(images), "-c", str(cfg_path), "-o", str(out), "--layers",
+                                   "features.0.relu,features.1.relu", "-n", "1", "--metric", "insertion",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    scores = json.loads(res.stdout)["metric"]
+    assert scores["name"] == "insertion" and scores["higher_is_better"] is True
+    means = {row["layer"]: row["mean"] for row in scores["layers"]}
+    assert scores["best"] == max(means, key=means.get)
+    assert all(row["n"] == 3 for row in scores["layers"])
+
+    from xaicli.engine import Explainer
+
+    cfg = load_config(cfg_path)
+    explainer = Explainer(sweep_config(cfg, "gradcam", list(means)), load_model(cfg))
+    pics = sorted(images.rglob("*.png"))
+    chosen = [next(p for p in pics if p.parent.name == folder) for folder in tiny_cnn.FOLDERS]
+    batch = torch.stack([explainer.pre.load(str(p)) for p in chosen])
+    result = explain_images(explainer, batch)
+    x = explainer.normalise(batch)
+    for layer, mean in means.items():
+        maps = normalise_map(result.maps[("gradcam", layer)])
+        got = evaluate_maps(explainer.loaded.model, x, maps, result.targets, ["insertion"])["insertion"]
+        assert mean == pytest.approx(float(got.values.mean()), abs=1e-5)
+    sweep_json = json.loads((out / "sweep" / "sweep.json").read_text())
+    summary = next(r for r in sweep_json["figures"] if r["kind"] == "sweep-summary")
+    assert summary["row_labels"][1].endswith(f"insertion {means['features.0.relu']:.3f}"
+                                             + (" (best)" if scores["best"] == "features.0.relu" else ""))
+
+
+def test_sweep_metric_must_be_a_faithfulness_metric(tiny) -> None:
+    images, tmp = tiny
+    cfg = tiny_cnn.write_config(tmp / "tiny.yaml")
+    res = CliRunner().invoke(app, ["sweep", str(images), "-c", str(cfg), "-o", str(tmp / "out"),
+                                   "--metric", "sparseness"])
+    assert res.exit_code == 2 and "'insertion'" in res.output

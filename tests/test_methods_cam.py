@@ -194,7 +194,7 @@ class SmallCNN(nn.Module):
 def test_inplace_relu_after_the_layer_does_not_corrupt_activations():
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
     inplace, plain = SmallCNN(True).eval(), SmallCNN(False).eval()
-    for name in ("gradcam", "gradcam_pp", "scorecam"):
+    for name in methods_where(family="cam", needs_layer=True):
         a = create_method(name, inplace, ["bn2"]).explain(x, TopK(2)).maps["bn2"]
         b = create_method(name, plain, ["bn2"]).explain(x, TopK(2)).maps["bn2"]
         torch.testing.assert_close(a, b)
@@ -214,7 +214,7 @@ def test_inplace_relu_after_the_layer_does_not_corrupt_activations():
     torch.testing.assert_close(ours, expected.detach(), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", methods_where(family="cam"))
+@pytest.mark.parametrize("name", methods_where(family="cam", needs_layer=True))
 def test_batch_of_n_equals_n_batches_of_one_and_layers_together_equal_apart(name):
     model = SmallCNN().eval()
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(7))

@@ -24,6 +24,7 @@ ORIGINAL_FUNCTIONS = {(owner, name): vars(owner).get(name) for owner, name in PA
 FAST = {  # keep the expensive methods quick on 2 CPU cores
     "integrated_gradients": {"steps": 8},
     "smoothgrad": {"samples": 4},
+    "gradient_shap": {"samples": 4},
     "scorecam": {"chunk_size": 16},
 }
 
@@ -139,7 +140,8 @@ HAND = {  # target -> method -> expected input gradient
 
 @pytest.mark.parametrize("relu", ["module", "module_inplace", "F.relu", "F.relu_inplace", "torch.relu_",
                                   "method"])
-@pytest.mark.parametrize("name", ["saliency", *methods_where(relu_rules=True, needs_layer=False)])
+@pytest.mark.parametrize("name", ["saliency", *(m for m in methods_where(relu_rules=True, needs_layer=False)
+                                                if m in HAND[0])])  # DeepLift: tests/test_methods_deeplift.py
 def test_relu_rules_by_hand(name: str, relu: str) -> None:
     model = TwoLayer(relu).eval()
     x = torch.tensor([[[[1.0, -2.0]]]])  # (1, 1, 1, 2)
@@ -265,6 +267,9 @@ def test_smoothgrad_noise_is_relative_to_input_range() -> None:
     ("integrated_gradients", {"steps": 7, "baseline": "blur", "method": "gausslegendre"}),
     ("smoothgrad", {"samples": 5, "variant": "vargrad"}),
     ("smoothgrad", {"samples": 3, "base": "integrated_gradients", "base_options": {"steps": 4}}),
+    ("smoothgrad", {"samples": 3, "base": "deeplift"}),
+    ("gradient_shap", {"samples": 5, "baseline": "black_white", "sigma": 0.1}),
+    ("gradient_shap", {"samples": 4, "baseline": "blur"}),
 ])
 def test_chunked_equals_unchunked(name: str, options: dict) -> None:
     model, x = small_cnn(), images(3)
@@ -280,7 +285,7 @@ def test_batch_of_n_equals_n_batches_of_one(name: str) -> None:
     model, x = small_cnn(), images(3)
     layers = ["features.3"] if name == "guided_gradcam" else []
     method = create_method(name, model, layers, options={**FAST.get(name, {}), "chunk_size": 5}
-                           if name in ("integrated_gradients", "smoothgrad") else {})
+                           if available_methods()[name].chunked else {})
     batch = method.explain(x, TopK(2))
     for i in range(3):
         single = method.explain(x[i : i + 1], TopK(2))
@@ -363,6 +368,18 @@ class _FailBackward(torch.autograd.Function):
         raise RuntimeError("injected backward failure")
 
 
+def forward_calls(method, model: Flaky, x: Tensor) -> int:
+    """How many forward passes of ``model`` one explain call of ``method`` makes (on a run that does not
+    fail; the model's failure settings are restored afterwards)."""
+    saved = model.forward_fail_at, model.fail_backward
+    model.forward_fail_at, model.fail_backward, model.calls = 0, False, 0
+    try:
+        method.explain(x, TopK(2))
+        return model.calls
+    finally:
+        (model.forward_fail_at, model.fail_backward), model.calls = saved, 0
+
+
 def assert_clean(model: nn.Module, flags: dict[str, bool], training: dict[str, bool]) -> None:
     for name, module in model.named_modules():
         for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
@@ -396,7 +413,7 @@ def test_state_restored(name: str, failure: str | None) -> None:
     if failure is None:
         method.explain(x, TopK(2))
     else:
-        single_forward = name in ("saliency", "guided_backprop", "deconvnet")
+        single_forward = forward_calls(method, model, x) == 1
         try:
             method.explain(x, TopK(2))
         except RuntimeError as err:
@@ -463,3 +480,10 @@ def test_old_chunk_option_names_still_work_with_a_warning(name: str, old: str) -
     assert method.opts["chunk_size"] == 7 and old not in method.opts
     with pytest.raises(ConfigError, match="old name of 'chunk_size'"):
         create_method(name, model, layers, options={old: 7, "chunk_size": 8})
+
+
+def test_smoothgrad_help_names_every_method_it_can_smooth() -> None:
+    from xaicli.methods import get_method
+
+    help_text = get_method("smoothgrad").options["base"].help
+    assert all(name in help_text for name in methods_where(can_wrap=True)), help_text

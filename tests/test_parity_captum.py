@@ -8,6 +8,16 @@ image, and where the two compute the same numbers, closeness as well. Known, doc
 * SmoothGrad: sigma is a fraction of the input range per channel (ours) vs absolute stdevs (Captum);
   both sides are fed the same noise draws by replacing ``torch.normal`` during Captum's call.
 * Guided Grad-CAM: Captum upsamples with nearest by default; ours is compared with ``upsample: nearest``.
+* DeepLift: Captum's hooks refuse a module that runs twice in one forward pass, and torchvision's
+  ResNet blocks reuse their ReLU, so Captum gets a copy whose blocks use one ReLU module per call
+  (``benchmarks.references.one_relu_per_call``), the same function. Where a ReLU module feeds a max
+  pooling (ResNet's stem, every block of the bundled model), the ReLU's hook in Captum receives the
+  pooling's ordinary gradient instead of its max-pooling rule's result (found while writing this test:
+  Captum's attributions then do not sum to the logit's change). That is xaicli's ``max_pooling:
+  gradient``, which is what is compared; summation-to-delta of the default ``max_pooling: rule`` is
+  checked on the same models.
+* GradientSHAP: both are fed the same draws (path points, baselines, noise) by replacing Captum's
+  ``np.random.uniform``, ``np.random.choice`` and ``torch.normal`` during its call.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from benchmarks.references import one_relu_per_call  # the copy Captum's DeepLift needs of a ResNet
 from xaicli.methods.registry import create_method
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -91,6 +102,7 @@ def check(name: str, mine: Tensor, theirs: Tensor, record, exact: bool = True) -
 
 @pytest.mark.parametrize("name, captum_cls", [
     ("saliency", "Saliency"), ("guided_backprop", "GuidedBackprop"), ("deconvnet", "Deconvolution"),
+    ("input_x_gradient", "InputXGradient"),
 ])
 def test_gradient_parity(case: Case, name: str, captum_cls: str, record_property) -> None:
     mine = ours(case, name)
@@ -158,3 +170,62 @@ def test_guided_gradcam_parity(case: Case, record_property) -> None:
     theirs = captum_attr.GuidedGradCam(case.model, case.module(case.layer)).attribute(
         case.x, target=case.targets, interpolate_mode="nearest")
     check("guided_gradcam", mine, theirs, record_property)
+
+
+@pytest.mark.parametrize("baseline", ["black", "blur"])
+def test_deeplift_parity(case: Case, baseline: str, record_property) -> None:
+    options = {**RAW, "baseline": baseline}
+    method = create_method("deeplift", case.model, options=options)
+    call = method.make_call(input_range=case.input_range, functional_relu=True)
+    base = method.baseline(case.x, call)
+    delta = method.attribute(case.x, case.targets[:, None], call).extras["deeplift_delta"][:, 0]
+    with torch.no_grad():
+        logit = case.model(torch.cat([case.x, base])).gather(1, case.targets.repeat(2)[:, None])[:, 0]
+    gap = logit[: len(case.x)] - logit[len(case.x) :]
+    assert (delta.abs() <= 1e-4 * gap.abs().clamp_min(1)).all(), (delta, gap)  # summation-to-delta
+
+    like_captum = create_method("deeplift", case.model, options={**options, "max_pooling": "gradient"})
+    raw = like_captum.attribute(case.x, case.targets[:, None], call)
+    reference = one_relu_per_call(case.model)
+    theirs, their_delta = captum_attr.DeepLift(reference).attribute(
+        case.x.clone(), baselines=base, target=case.targets, return_convergence_delta=True)
+    torch.testing.assert_close(raw.extras["deeplift_delta"][:, 0], their_delta.float(), rtol=1e-3, atol=1e-4)
+    check(f"deeplift[{baseline}]", raw.maps[None][:, 0], theirs, record_property)
+
+
+@pytest.mark.parametrize("baseline, sigma", [("uniform", 0.0), ("black_white", 0.1), ("black", 0.0)])
+def test_gradient_shap_parity(case: Case, baseline: str, sigma: float, monkeypatch, record_property) -> None:
+    import numpy as np
+
+    samples, seed = 3, 5
+    mine = ours(case, "gradient_shap", samples=samples, baseline=baseline, sigma=sigma, seed=seed)
+
+    # GradientSHAP's draws, in its documented order: for each sample s, the path point a_s, then (random
+    # baselines) u_s ~ U(0, 1) of one image's shape, then (sigma > 0) e_s ~ N(0, 1); shared by all images
+    b, shape = case.x.shape[0], case.x.shape[1:]
+    gen = torch.Generator().manual_seed(seed)
+    alphas, us, es = [], [], []
+    for _ in range(samples):
+        alphas.append(torch.rand((), generator=gen))
+        us.append(torch.rand(shape, generator=gen) if baseline != "black" else torch.zeros(shape))
+        es.append(torch.randn(shape, generator=gen) if sigma > 0 else torch.zeros(shape))
+    lo, hi = (t.view(1, -1, 1, 1) for t in case.input_range)
+    u = torch.stack(us)  # (S, C, H, W)
+    bases = {"uniform": lo + u * (hi - lo), "black_white": torch.where(u < 0.5, lo, hi),
+             "black": lo.expand_as(u)}[baseline]
+    # Captum's rows are image-major (row b * S + s): the same draws for every image
+    base_rows = bases.repeat(b, 1, 1, 1)
+    noise_rows = (torch.stack(es) * (sigma * (hi - lo))).repeat(b, 1, 1, 1)
+    alpha_rows = torch.stack(alphas).repeat(b).numpy()
+
+    def normal(mean: float, std: Tensor) -> Tensor:
+        assert std.shape == noise_rows.shape
+        return noise_rows.clone()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "normal", normal)
+        patch.setattr(np.random, "choice", lambda n, size: np.arange(size))
+        patch.setattr(np.random, "uniform", lambda lo_, hi_, size: alpha_rows[:size])
+        theirs = captum_attr.GradientShap(case.model).attribute(
+            case.x, baselines=base_rows, n_samples=samples, stdevs=1.0, target=case.targets)
+    check(f"gradient_shap[{baseline},{sigma}]", mine, theirs, record_property)

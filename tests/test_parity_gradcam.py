@@ -8,16 +8,38 @@ pytorch-grad-cam's pipeline differs by design in places, and each is aligned her
   upsamples the masks with ``align_corners=True`` (``mask_align_corners: true``): at 14 -> 28 pixels
   that alone drops the correlation to ~0.88 on some images.
 * It min-max normalises at layer resolution and then resizes with OpenCV; we resize, then normalise.
+* XGrad-CAM: it adds 1e-7 to each channel's activation sum (``eps: 1e-7``; the paper adds nothing).
+* Eigen-CAM: the sign of the principal component is whatever its NumPy SVD returns; xaicli orients it
+  to correlate positively with the summed activations. The reference's projection is oriented by the
+  same rule here (:func:`_oriented`), so the comparison checks everything else.
+* Ablation-CAM: it ablates to 0 only where the layer's minimum is 0 (else to ``min - 1e7``); xaicli and
+  the paper always use 0, so it is compared on post-ReLU layers.
+* FullGrad: it ignores ``target_layers`` (every Conv2d / BatchNorm2d with a bias), as xaicli does.
 """
 
 from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM  # noqa: E402
+tqdm = pytest.importorskip("tqdm")
+from pytorch_grad_cam import (  # noqa: E402
+    AblationCAM,
+    EigenCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 from xaicli.methods import create_method  # noqa: E402
@@ -28,7 +50,14 @@ CASES = {
     "gradcam": (GradCAM, {}),
     "gradcam_pp": (GradCAMPlusPlus, {"alpha_norm": False, "eps": 1e-6}),
     "scorecam": (ScoreCAM, {"weights": "channel_softmax", "mask_align_corners": True}),
+    "xgradcam": (XGradCAM, {"eps": 1e-7}),
+    "layercam": (LayerCAM, {}),
+    "hirescam": (HiResCAM, {}),
+    "eigencam": (EigenCAM, {}),
+    "ablationcam": (AblationCAM, {}),
+    "fullgrad": (FullGrad, {}),
 }
+POST_RELU = {"ablationcam"}  # compared on a post-ReLU layer (see the module docstring)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,15 +85,37 @@ def _without_inplace(model: torch.nn.Module) -> torch.nn.Module:
     return ref
 
 
+def _oriented(project):
+    """pytorch-grad-cam's ``get_2d_projection`` with the sign rule of xaicli's Eigen-CAM: each projection
+    is flipped where it correlates negatively with the summed, centred activations."""
+
+    def oriented(activation_batch: np.ndarray) -> np.ndarray:
+        proj = project(activation_batch)  # (B, h, w)
+        flat = activation_batch.reshape(*activation_batch.shape[:2], -1)  # (B, C, h*w)
+        total = (flat - flat.mean(axis=2, keepdims=True)).sum(axis=1)  # (B, h*w)
+        sign = np.where((proj.reshape(len(proj), -1) * total).sum(axis=1) < 0, -1.0, 1.0)
+        return np.float32(proj * sign[:, None, None])
+
+    return oriented
+
+
 def _compare(model, layer_name: str, x: torch.Tensor, name: str) -> list[float]:
+    import pytorch_grad_cam.ablation_cam as ablation_cam
+    import pytorch_grad_cam.eigen_cam as eigen_cam
+
     ref_cls, opts = CASES[name]
     model.eval()
     logits = model(x).detach()
     targets = logits.argmax(1)
-    ours = create_method(name, model, [layer_name], opts).explain(x, targets).maps[layer_name][:, 0]
+    (ours,) = create_method(name, model, [layer_name], opts).explain(x, targets).maps.values()
+    ours = ours[:, 0]
     model = _without_inplace(model)
-    layer = dict(model.named_modules())[layer_name]
-    with ref_cls(model=model, target_layers=[layer]) as cam:
+    layers = [] if name == "fullgrad" else [dict(model.named_modules())[layer_name]]  # FullGrad: all biases
+    silent_tqdm = SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
+    oriented = _oriented(eigen_cam.get_2d_projection)
+    with mock.patch.object(eigen_cam, "get_2d_projection", oriented), \
+            mock.patch.object(ablation_cam, "tqdm", silent_tqdm), \
+            ref_cls(model=model, target_layers=layers) as cam:
         if name == "scorecam":
             cam.batch_size = 64
         ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
@@ -80,6 +131,8 @@ def test_resnet18_random_weights(name):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     if name == "scorecam":  # one forward per channel and image: keep it to 128 channels x 1 image
         corr = _compare(model, "layer2", x[:1], name)
+    elif name == "ablationcam":  # the reference runs every ablated copy through the whole network
+        corr = _compare(model, "layer2", x[:1], name)
     else:
         corr = _compare(model, "layer4", x, name)
     assert min(corr) >= 0.99, corr
@@ -90,7 +143,7 @@ def test_bundled_fashion_mnist_model(name, sample_batch):
     from xaicli.models.fashion_mnist import fashion_mnist_cnn
 
     model = fashion_mnist_cnn()
-    corr = _compare(model, "features.1.bn", sample_batch, name)
+    corr = _compare(model, "features.1.relu" if name in POST_RELU else "features.1.bn", sample_batch, name)
     assert min(corr) >= 0.99, corr
 
 

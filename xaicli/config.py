@@ -115,6 +115,35 @@ class RunConfig:
 
 
 @dataclass
+class GatesConfig:
+    """Quality gates of ``xaicli evaluate`` (exit code 3 when one fails), metric name -> threshold.
+
+    fail_under: fail when a (method, layer)'s mean is below the threshold (metrics where higher is better,
+    e.g. insertion); fail_over: fail when it is above (e.g. deletion, mprt).
+    """
+
+    fail_under: dict[str, float] = field(default_factory=dict)
+    fail_over: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluateConfig:
+    """``xaicli evaluate`` (see ``xaicli.runs.evaluate``).
+
+    metrics: metric names (``xaicli evaluate --help`` lists them); options: per-metric options,
+    e.g. ``{deletion: {steps: 50}}``; masks: object masks for the localisation metrics (a folder of
+    ``<image path relative to its input folder, without suffix>.png``, or a JSON / CSV file of boxes);
+    gates: see :class:`GatesConfig`; figure_images: images shown in the cascading-randomisation figure.
+    """
+
+    metrics: list[str] = field(default_factory=lambda: ["deletion", "insertion", "sparseness"])
+    options: dict[str, Any] = field(default_factory=dict)
+    masks: str | None = None
+    gates: GatesConfig = field(default_factory=GatesConfig)
+    figure_images: int = 3
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -123,6 +152,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
 
     def resolve_path(self, value: str) -> Path:
@@ -275,6 +305,24 @@ def _check(cfg: Config) -> None:
         raise ConfigError("figures.images_per_class", "must be >= 1")
     if not 16 <= cfg.figures.cell_size <= 1024:
         raise ConfigError("figures.cell_size", f"must be 16..1024 pixels, got {cfg.figures.cell_size}")
+    _check_evaluate(cfg.evaluate)
+
+
+def _check_evaluate(e: EvaluateConfig) -> None:
+    """Shapes only: metric names and their options are checked against the metric registry when the
+    command plans its work (``xaicli.runs.evaluate``), before anything runs."""
+    if not e.metrics:
+        raise ConfigError("evaluate.metrics", "list at least one metric")
+    for name, opts in e.options.items():
+        if not isinstance(opts, dict):
+            raise ConfigError(f"evaluate.options.{name}",
+                              f"expected a mapping of option: value, got {opts!r}")
+    for kind in ("fail_under", "fail_over"):
+        for name, value in getattr(e.gates, kind).items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"evaluate.gates.{kind}.{name}", f"expected a number, got {value!r}")
+    if e.figure_images < 0:
+        raise ConfigError("evaluate.figure_images", f"must be >= 0, got {e.figure_images}")
 
 
 def apply_overrides(cfg: Config, *, methods: list[str] | None = None, layers: list[str] | None = None,

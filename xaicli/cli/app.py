@@ -13,6 +13,7 @@ import typer
 
 from xaicli import __version__
 from xaicli.cli import bench as bench_command
+from xaicli.cli import evaluate as evaluate_command
 from xaicli.cli import sweep as sweep_command
 from xaicli.cli.errors import DebugOpt, mapped_errors
 from xaicli.cli.options import (
@@ -182,7 +183,35 @@ def methods(
     Console(width=max(120, Console().width)).print(table)
 
 
+@app.command(epilog="Use them with\n\n"
+             "  xaicli evaluate IMAGES -c CONFIG -o OUT --metrics deletion,insertion,mprt\n\n"
+             "or in a config:\n\n  evaluate:\n    metrics: \\[deletion, insertion]\n"
+             "    options: {deletion: {steps: 50}}")
+def metrics(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the evaluation metrics of `xaicli evaluate`, their papers and options."""
+    from xaicli.runs.methods import metric_catalog
+
+    found = metric_catalog()
+    if json_out:
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="evaluation metrics", show_lines=True)
+    for col in ("name", "family", "what it measures", "options (default)"):
+        table.add_column(col, overflow="fold")
+    for name, m in found.items():
+        opts = "\n".join(f"{k}={o['default']!r}: {o['help']}" for k, o in m["options"].items()) or "-"
+        needs = " (masks)" if m["needs_masks"] else ""
+        table.add_row(name, m["family"] + needs, f"{m['summary']}\n[dim]{m['paper']}[/dim]", opts)
+    Console(width=max(120, Console().width)).print(table)
+
+
 sweep_command.register(app)
+evaluate_command.register(app)
 bench_command.register(app)
 
 

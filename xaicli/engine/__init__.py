@@ -22,13 +22,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {"Explainer": "explainer", "ExplainedBatch": "results", "Explanations": "results",
-          "MapKey": "results", "Slot": "results", "explain_images": "stream", "explain_items": "stream"}
+          "MapKey": "results", "Slot": "results", "flat_maps": "results", "explain_images": "stream",
+          "explain_items": "stream"}
 
-__all__ = ["Explainer", "ExplainedBatch", "Explanations", "MapKey", "Slot", "explain_images", "explain_items"]
+__all__ = ["Explainer", "ExplainedBatch", "Explanations", "MapKey", "Slot", "explain_images", "explain_items",
+           "flat_maps"]
 
 if TYPE_CHECKING:
     from xaicli.engine.explainer import Explainer
-    from xaicli.engine.results import ExplainedBatch, Explanations, MapKey, Slot
+    from xaicli.engine.results import ExplainedBatch, Explanations, MapKey, Slot, flat_maps
     from xaicli.engine.stream import explain_images, explain_items
 
 

@@ -14,6 +14,7 @@ the duration of a call) is opt-in for the same reason.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 
 import torch
@@ -21,7 +22,13 @@ from torch import Tensor
 
 from xaicli.config import Config
 from xaicli.engine.batching import Batching
-from xaicli.engine.plan import PlannedMethod, plan_methods, plan_targets
+from xaicli.engine.plan import (
+    PlannedMethod,
+    PlanWarning,
+    activation_sign_warnings,
+    plan_methods,
+    plan_targets,
+)
 from xaicli.engine.preprocess import Preprocess
 from xaicli.engine.results import Explanations, MapKey
 from xaicli.methods.base import InputRange, TargetSpec, TopK
@@ -36,10 +43,12 @@ class Explainer:
 
     ``fold_batchnorms`` and ``functional_relu`` are the opt-in speed-up and patch described in the module
     docstring; ``loaded`` reuses a model already loaded for the same config (it is prepared in place).
+    Planning warnings (e.g. a method that assumes non-negative activations at a mostly negative layer)
+    are kept in :attr:`warnings` and, with ``emit_warnings``, also issued as :class:`PlanWarning`.
     """
 
     def __init__(self, cfg: Config, loaded: LoadedModel | None = None, device: torch.device | None = None, *,
-                 fold_batchnorms: bool = False, functional_relu: bool = False,
+                 fold_batchnorms: bool = False, functional_relu: bool = False, emit_warnings: bool = True,
                  clock: StageClock | None = None):
         self.cfg = cfg
         self.clock = clock or NullClock()  # where the time goes (:mod:`xaicli.timing`): start-up and loop
@@ -56,7 +65,11 @@ class Explainer:
             model = self.loaded.model.to(self.device)
         with self.clock.foreground("plan"):
             self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded, self.notices)
-        self.hooked_layers = [layer for pm in self.methods for layer in pm.layers if layer is not None]
+            self.warnings: list[str] = activation_sign_warnings(self.methods, self.loaded, self.device)
+        for text in self.warnings if emit_warnings else ():
+            warnings.warn(text, PlanWarning, stacklevel=2)
+        # every module a method hooks or reads (FullGrad: all conv / batch-norm biases): kept unfolded, eager
+        self.hooked_layers = list(dict.fromkeys(n for pm in self.methods for n in pm.method.layers_read()))
         with self.clock.foreground("fold"):  # before channels_last, which then converts the new weights
             self.folded = self._fold_batchnorms() if fold_batchnorms else []
         if self.loaded.probe is not None:

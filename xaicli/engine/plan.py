@@ -14,9 +14,13 @@ from xaicli.engine.results import Slot
 from xaicli.errors import ConfigError, ModelError, UnknownNameError
 from xaicli.methods import Method, TopK, create_method, get_method
 from xaicli.methods.base import TargetSpec
-from xaicli.models.layers import default_layer_of, find_module
+from xaicli.models.layers import default_layer_of, find_module, negative_fractions
 from xaicli.models.loader import LoadedModel
 from xaicli.models.probe import ModelProbe, probe_model
+
+
+class PlanWarning(UserWarning):
+    """A config that runs but probably does not do what the user wants (see the message)."""
 
 
 @dataclass
@@ -116,3 +120,51 @@ def plan_targets(cfg: Config, classes: list[str], notices: list[str] | None = No
             raise ConfigError(key, f"class {classes[idx[-1]]!r} (index {idx[-1]}) is listed twice "
                               f"(also targets.classes[{first}]); list each class once")
     return torch.tensor(idx, dtype=torch.long)[None], [Slot("class", c) for c in idx]
+
+
+MOSTLY_NEGATIVE = 0.5
+"""A layer whose probe activations are more than this share negative is 'mostly negative'."""
+
+
+def activation_sign_warnings(planned: list[PlannedMethod], loaded: LoadedModel,
+                             device: torch.device) -> list[str]:
+    """Warnings for methods that assume non-negative activations (``nonnegative_activations``: Grad-CAM++,
+    Score-CAM) pointed at layers whose activations on a probe input are mostly negative - typically a
+    batch norm before its ReLU, where Score-CAM gives background-only or all-zero maps and Grad-CAM++'s
+    alphas are ill-conditioned. The probe: 4 seeded uniform images in [0, 1], normalised as the model's
+    inputs; the warning names the block's post-activation layer when there is one."""
+    wanted = {layer for pm in planned if pm.method.nonnegative_activations for layer in pm.layers if layer}
+    if not wanted:
+        return []
+    gen = torch.Generator().manual_seed(0)
+    c = loaded.input_shape[0]
+    images = torch.rand((4, *loaded.input_shape), generator=gen)
+    mean = torch.tensor(loaded.mean * (c if len(loaded.mean) == 1 else 1)).view(1, c, 1, 1)
+    std = torch.tensor(loaded.std * (c if len(loaded.std) == 1 else 1)).view(1, c, 1, 1)
+    fractions = negative_fractions(loaded.model, sorted(wanted), ((images - mean) / std).to(device))
+    out = []
+    for pm in planned:
+        if not pm.method.nonnegative_activations:
+            continue
+        for layer in pm.layers:
+            share = fractions.get(layer or "", 0.0)
+            if share > MOSTLY_NEGATIVE:
+                after = _post_activation(loaded, layer)
+                hint = f"; use the layer after the activation, e.g. {after!r}" if after else ""
+                out.append(f"{pm.name} at {layer!r}: {share:.0%} of the layer's activations on a probe input "
+                           f"are negative (a pre-activation layer?), but {pm.name} assumes non-negative "
+                           f"activations and can give background-only, all-zero or ill-conditioned maps "
+                           f"there{hint} (compare layers with `xaicli sweep --metric insertion`)")
+    return out
+
+
+def _post_activation(loaded: LoadedModel, layer: str | None) -> str | None:
+    """The post-activation candidate of the block whose pre-activation candidate is ``layer``, if any."""
+    from xaicli.models.candidates import layer_candidates
+
+    try:
+        cands = layer_candidates(loaded.model, loaded.input_shape)
+    except Exception:  # the hint is optional: any model the candidate finder cannot read gets none
+        return None
+    stage = next((c.stage for c in cands if c.name == layer and c.role == "pre"), None)
+    return next((c.name for c in cands if c.stage == stage and c.role == "post"), None)

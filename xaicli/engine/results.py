@@ -85,6 +85,23 @@ class Explanations:
                             {k: v.cpu() for k, v in self.extras.items()})
 
 
+def flat_maps(maps: Tensor, images: Tensor | None = None) -> Tensor:
+    """(B, K) bool: which of the (B, K, H, W) maps are *flat* - constant, so there is nothing to show.
+
+    The methods' normalisation already turns flat and nearly flat maps into all zeros
+    (:func:`xaicli.methods.postprocess.normalise_map`), so a constant map is the signal. A map of a
+    constant image (every pixel the same, per channel: an all-black frame) is flat as well: whatever
+    structure it has comes from the model's padding, not from the image. ``images``: (B, C, H, W).
+    """
+    flat = maps.flatten(2)
+    out = flat.amax(-1) == flat.amin(-1)
+    if images is not None:
+        pixels = images.flatten(2)
+        blank = (pixels.amax(-1) == pixels.amin(-1)).all(dim=1)  # (B,)
+        out = out | blank.to(out.device)[:, None]
+    return out
+
+
 @dataclass
 class ExplainedBatch:
     """One batch as it leaves :func:`~xaicli.engine.stream.explain_items`.

@@ -38,6 +38,15 @@ returns for the same options (a formula, a default post-processing step), so tha
 maps of the old and the new definition in one OUTDIR."""
 
 
+def input_range_of(mean: Sequence[float], std: Sequence[float], channels: int | None = None) -> InputRange:
+    """The :data:`InputRange` of the normalisation ``(x - mean) / std``: ``((0 - mean) / std,
+    (1 - mean) / std)`` per channel (a single mean/std is repeated to ``channels``)."""
+    c = channels or max(len(mean), len(std))
+    m = torch.tensor(list(mean) * (c if len(mean) == 1 else 1), dtype=torch.float32)
+    s = torch.tensor(list(std) * (c if len(std) == 1 else 1), dtype=torch.float32)
+    return (0 - m) / s, (1 - m) / s
+
+
 @dataclass(frozen=True)
 class TopK:
     """Explain the ``k`` highest-scoring classes of each image (rank 1 = predicted class)."""
@@ -154,7 +163,13 @@ class Method(ABC):
     can_wrap: ClassVar[bool] = False  # returns raw input attributions another method can wrap (SmoothGrad)
     chunked: ClassVar[bool] = False  # runs many model inputs per image, ``chunk_size`` at a time
     relu_rules: ClassVar[bool] = False  # swaps ReLU backward rules while it runs (no torch.compile then)
+    nonnegative_activations: ClassVar[bool] = False  # assumes the hooked layer's activations are >= 0
+    # (post-ReLU); the engine warns at planning time when a layer's probe activations are mostly negative
     default_chunk_size: ClassVar[int] = 64  # ``chunk_size`` when neither the caller nor the config sets one
+
+    input_range: InputRange | None = None
+    """The input range a call uses when it passes none: set from the model's preprocessing by
+    :func:`~xaicli.methods.create_method` (``input_range=`` or a ``LoadedModel``)."""
 
     def __init__(self, model: nn.Module, layers: Sequence[str] = (), **options: Any):
         self.model = model
@@ -202,6 +217,11 @@ class Method(ABC):
         overlays then use a diverging colormap."""
         return False
 
+    def layers_read(self) -> list[str]:
+        """Names of the modules whose outputs or parameters this instance reads while it runs (its hooked
+        layers by default). The engine leaves them as they are: no batch-norm folding, no compilation."""
+        return list(self.layers) if self.needs_layer else []
+
     def swaps_relu_rules(self) -> bool:
         """Whether this instance swaps ReLU backward rules while it runs (a wrapper asks its base)."""
         return self.relu_rules
@@ -211,14 +231,15 @@ class Method(ABC):
         """The :class:`Call` of one explain call. An explicit ``chunk_size`` wins over the ``chunk_size``
         option, which wins over :attr:`default_chunk_size`."""
         size = chunk_size or self.opts.get("chunk_size") or self.default_chunk_size
-        return Call(chunk_size=int(size), input_range=input_range, functional_relu=functional_relu)
+        rng = input_range if input_range is not None else self.input_range
+        return Call(chunk_size=int(size), input_range=rng, functional_relu=functional_relu)
 
     def explain(self, x: Tensor, targets: TargetSpec | None = None, *, chunk_size: int | None = None,
                 input_range: InputRange | None = None, functional_relu: bool = False) -> Explanation:
         """Attribution maps for every image of ``x`` and every requested target (default: top-1).
 
-        ``chunk_size`` (methods with ``chunked``), ``input_range`` and ``functional_relu``: see
-        :class:`Call` and :meth:`make_call`.
+        ``chunk_size`` (methods with ``chunked``), ``input_range`` (default: :attr:`input_range`) and
+        ``functional_relu``: see :class:`Call` and :meth:`make_call`.
         """
         call = self.make_call(chunk_size, input_range, functional_relu)
         return self.compute(x, TopK(1) if targets is None else targets, call)

@@ -6,7 +6,7 @@ the forward or backward pass raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -89,3 +89,24 @@ def grad_enabled_forward(model: nn.Module, x: Tensor) -> Tensor:
     """Forward pass with autograd on (attribution calls may come from inside ``torch.no_grad()``)."""
     with torch.enable_grad():
         return model(x)
+
+
+@contextmanager
+def replace_output(model: nn.Module, layer_name: str, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Inside the ``with`` block, every call of the layer ``layer_name`` returns ``fn(output)`` instead of
+    its output (Ablation-CAM's ablated activations). ``fn`` may change the batch size: the model then
+    continues with ``fn``'s rows."""
+    module = find_module(model, layer_name)
+
+    def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> Tensor:
+        return fn(output)
+
+    try:
+        handle = module.register_forward_hook(hook)
+    except (RuntimeError, AttributeError) as err:  # TorchScript submodules refuse new hooks
+        raise ModelError(f"cannot hook layer {layer_name!r} of this model ({err}); layer methods need an "
+                         "eager nn.Module") from err
+    try:
+        yield
+    finally:
+        handle.remove()

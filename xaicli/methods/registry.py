@@ -16,7 +16,8 @@ from typing import Any
 from torch import nn
 
 from xaicli.errors import ConfigError, UnknownNameError
-from xaicli.methods.base import Method
+from xaicli.methods.base import InputRange, Method, input_range_of
+from xaicli.models.loader import LoadedModel
 
 _REGISTRY: dict[str, type[Method]] = {}
 _LOADED = False
@@ -64,13 +65,24 @@ def get_method(name: str, key: str | None = None) -> type[Method]:
 
 
 def create_method(
-    name: str, model: nn.Module, layers: Sequence[str] = (), options: dict[str, Any] | None = None,
-    key: str = "methods[0]",
+    name: str, model: nn.Module | LoadedModel, layers: Sequence[str] = (),
+    options: dict[str, Any] | None = None, key: str = "methods[0]", *, input_range: InputRange | None = None,
 ) -> Method:
-    """Instantiate a method by name, validating its options (errors cite ``key``)."""
+    """Instantiate a method by name, validating its options (errors cite ``key``).
+
+    ``model``: an ``nn.Module``, or a :class:`~xaicli.models.loader.LoadedModel`, whose preprocessing
+    then gives the input range (integrated gradients' black baseline, SmoothGrad's noise scale).
+    ``input_range``: that range given explicitly (see :func:`~xaicli.methods.base.input_range_of`).
+    """
     cls = get_method(name, key=f"{key}.name")
     if cls.needs_layer and not layers:
         raise ConfigError(f"{key}.layers", f"method {name!r} needs at least one layer; "
                           "run `xaicli layers -c CONFIG` to list them")
     resolved = cls.resolve_options(options or {}, key=f"{key}.options")  # errors cite the config key
-    return cls(model, layers, **resolved)
+    if isinstance(model, LoadedModel):
+        if input_range is None:
+            input_range = input_range_of(model.mean, model.std, model.input_shape[0])
+        model = model.model
+    method = cls(model, layers, **resolved)
+    method.input_range = input_range
+    return method

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from xaicli.errors import UnknownNameError
 from xaicli.models.probe import LayerInfo, probe_model
 
-__all__ = ["LayerInfo", "default_layer", "default_layer_of", "describe_layers", "find_module"]
+__all__ = ["LayerInfo", "default_layer", "default_layer_of", "describe_layers", "find_module",
+           "negative_fractions"]
 
 
 def find_module(model: nn.Module, name: str, key: str | None = None) -> nn.Module:
@@ -27,6 +29,33 @@ def describe_layers(model: nn.Module, input_shape: tuple[int, int, int],
     model already has one: ``LoadedModel.probe``). Modules that refuse hooks (inside a compiled
     TorchScript call) are listed with no shape."""
     return [i for i in probe_model(model, input_shape).layers if names is None or i.name in names]
+
+
+def negative_fractions(model: nn.Module, layers: Collection[str], probe: Tensor) -> dict[str, float]:
+    """Share of negative values in each layer's output for the (N, C, H, W) ``probe`` input (on the
+    model's device). Layers that refuse hooks or are not called are left out."""
+    found: dict[str, float] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(_m: nn.Module, _i: tuple, out: object) -> None:
+            if isinstance(out, Tensor) and out.numel():
+                found[name] = float((out.detach() < 0).float().mean())
+
+        return hook
+
+    try:
+        for name in layers:
+            try:
+                handles.append(find_module(model, name).register_forward_hook(make(name)))
+            except (RuntimeError, AttributeError):
+                continue
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
 
 
 def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 from xaicli.outputs.layout import MANIFEST, RUN_JSON
 from xaicli.outputs.manifest import read_manifest
 
-FIGURE_INDEXES = ("figures/figures.json", "sweep/sweep.json")
+FIGURE_INDEXES = ("figures/figures.json", "sweep/sweep.json", "figures/evaluate/evaluate.json")
 ROW_FIELDS = ("overlay", "map", "image", "class", "method", "layer", "slot", "target", "score", "label")
 
 

@@ -30,17 +30,23 @@ def blend(base: Tensor, heat: Tensor, alpha: float) -> Tensor:
     return to_uint8((1 - alpha) * base + alpha * heat)
 
 
+NEUTRAL = 0.5
+"""The colour (mid grey) that a flat map is drawn in: no colour means nothing to show."""
+
+
 def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 0.5, signed: bool = False,
-            scale: int = 1) -> Tensor:
+            scale: int = 1, flat: Tensor | None = None) -> Tensor:
     """Blend heatmaps over images: ``(1 - alpha) * image + alpha * colour(map)``.
 
     images: (B, C, H, W) in [0, 1]; maps: (B, K, H, W) in [0, 1] ([-1, 1] if ``signed``, which then uses
     a diverging colormap unless one was chosen). Returns uint8 (B, K, H*scale, W*scale, 3); ``scale``
-    enlarges small inputs with nearest-neighbour so pixels stay visible.
+    enlarges small inputs with nearest-neighbour so pixels stay visible. ``flat`` (B, K) bool: maps
+    drawn neutral (:data:`NEUTRAL` grey instead of a colour: the lowest colour of the map would claim
+    "nothing important here", which a flat map does not know either).
 
-    The same pixels as ``blend(to_rgb(images), apply_colormap(maps), alpha)`` (the figures' path), in
-    fewer passes: ``alpha * colour`` is looked up in a pre-multiplied table (the same float products), and
-    the sum, clipping and rounding happen in place.
+    The same pixels as ``blend(to_rgb(images), heat, alpha)`` with ``heat`` = ``apply_colormap(maps)``
+    (grey where ``flat``) - the figures' path - in fewer passes: ``alpha * colour`` is looked up in a
+    pre-multiplied table (the same float products), and the sum, clipping and rounding happen in place.
     """
     if scale > 1:
         images = F.interpolate(images.float(), scale_factor=scale, mode="nearest")
@@ -48,5 +54,8 @@ def overlay(images: Tensor, maps: Tensor, colormap: str = "jet", alpha: float = 
     table = alpha * lut(resolve(colormap, signed), maps.device)  # (256, 3): alpha * colour
     rows = colour_index(maps, signed, torch.int32)  # (B, K, H, W)
     out = table.index_select(0, rows.flatten()).view(*rows.shape, 3)  # (B, K, H, W, 3)
+    if flat is not None:
+        neutral = alpha * torch.full((3,), NEUTRAL, device=out.device)  # alpha * grey, as blend computes it
+        out = torch.where(flat.to(out.device)[:, :, None, None, None], neutral, out)
     out += (1 - alpha) * to_rgb(images.float())[:, None]  # + (1 - alpha) * image, (B, 1, H, W, 3)
     return out.clamp_(0, 1).mul_(255).round_().to(torch.uint8)

@@ -95,12 +95,11 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
     import torch
     import torch.distributed as dist
 
-    from xaicli.engine import Explainer
     from xaicli.engine.discover import discover_images
     from xaicli.errors import UsageError
     from xaicli.outputs.lock import OutdirLock
     from xaicli.outputs.outdir import remove_stale_temporaries
-    from xaicli.runs.explain import explain_shard
+    from xaicli.runs.explain import command_explainer, explain_shard
     from xaicli.runs.preflight import prepare_inputs
 
     cfg.run.device = _rank_device(cfg, env)
@@ -141,7 +140,7 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
             if progress is not None:
                 progress.note(f"rank {env.rank} of {env.world_size}: {len(mine)} of {len(items)} image(s)")
             done = [] if overwrite else [outdir / MANIFEST, *_shard_manifests(outdir, exclude=env.rank)]
-            explainer = Explainer(cfg, fold_batchnorms=True, functional_relu=True, clock=StageClock())
+            explainer = command_explainer(cfg, clock=StageClock())
             summary = explain_shard(cfg, explainer, mine, inputs, outdir, overwrite=overwrite,
                                     progress=progress, manifest_name=SHARD_MANIFEST.format(rank=env.rank),
                                     run_json_name=SHARD_RUN_JSON.format(rank=env.rank), done_manifests=done,

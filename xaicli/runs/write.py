@@ -35,7 +35,7 @@ import torch
 
 from xaicli import __version__
 from xaicli.config import Config
-from xaicli.engine import ExplainedBatch, Explainer
+from xaicli.engine import ExplainedBatch, Explainer, flat_maps
 from xaicli.engine.discover import InputImage, true_label
 from xaicli.engine.threads import codec_thread_initializer, restore_intra_op, thread_budget
 from xaicli.outputs import atomic
@@ -184,6 +184,7 @@ class ExplanationWriter:
         futures, rows = [], []
         clock = ex.clock
         encode_overlay = OVERLAY_ENCODERS[out.overlay_format]
+        tolerance = {pm.name: pm.options.get("tolerance") for pm in ex.methods}
 
         def write(path: Path, encode, pixels) -> Future:
             return self._pool.submit(_store, clock, path, encode, pixels)
@@ -195,11 +196,14 @@ class ExplanationWriter:
                 m = torch.nan_to_num(m, nan=0.0, posinf=1.0, neginf=0.0)
             bad = bad_maps.cpu().tolist()
             with clock.foreground("colour"):
-                over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale
-                               ).cpu().numpy() if out.overlays else None
+                flat = flat_maps(m, images)  # (B, K): nothing to show; drawn neutral, flagged, counted
+                over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale,
+                               flat).cpu().numpy() if out.overlays else None
                 arr = m.cpu().numpy() if out.maps else None
             extras = {name: v.float().cpu().tolist() for (meth, name), v in result.extras.items()
                       if meth == method}
+            extras["flat"] = flat.cpu().tolist()
+            stats = self.summary.stats(method, layer, tolerance.get(method))
             for b, item in enumerate(batch.items):
                 if writable[b] is not None:
                     continue
@@ -226,6 +230,7 @@ class ExplanationWriter:
                         path = output_path(self.outdir, f"{stem}.npy", image_outputs=True)
                         row.map = path.relative_to(self.outdir).as_posix()
                         futures.append(write(path, encode_npy, arr[b, k]))
+                    stats.add(row.extras["flat"], row.extras.get("ig_delta_rel"))
                     rows.append(row)
         return futures, rows
 
@@ -283,6 +288,7 @@ class ExplanationWriter:
         self.summary.seconds = time.perf_counter() - self._t0
         self.summary.cpu_seconds = time.process_time()
         self.summary.stages = self.explainer.clock.to_dict()
+        self.summary.diagnose()
         finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         summary = self.summary.to_dict()
         self.run_info.update(status=status, summary=summary, oom_backoff=self.explainer.batching.report(),

@@ -10,11 +10,18 @@ are weighted is each subclass's business:
   then, for each target rank k, one backward pass from the chosen logits ``y^c`` down to those layers
   only gives ``dy^c/dA``; the subclass turns them into channel weights (:meth:`GradientCAM.
   channel_weights`, the ``alpha^c_k`` of the papers) and the map is ``ReLU(sign * sum_k alpha^c_k A^k)``.
+  XGrad-CAM supplies channel weights too; methods that weight every position as well as every channel
+  (LayerCAM, HiResCAM) override :meth:`GradientCAM.weighted_sum` instead, the one step that combines
+  weights and activations.
   Summing the chosen logits over the batch before the backward pass is exact: image ``b``'s logit depends
   only on image ``b``'s activations (eval mode, no batch statistics), so each image receives its own
   gradient, and one backward per rank serves the whole batch.
 * :class:`~xaicli.methods.cam.scorecam.ScoreCAM`: weights from forward passes of masked inputs, no
   gradient at all (so it is a sibling of :class:`GradientCAM`, not a child).
+* FullGrad (:mod:`.fullgrad`) reads every bias layer rather than one and so takes no ``layers``.
+* :class:`ForwardCAM` (Eigen-CAM, Ablation-CAM): gradient-free methods that need the clean forward
+  pass's activations and logits, then compute each layer's maps their own way (:meth:`ForwardCAM.
+  layer_cam`).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from torch import Tensor
 
 from xaicli.methods.base import Call, Explanation, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.hooks import capture_activations, inference_state
-from xaicli.methods.postprocess import minmax_normalise, upsample
+from xaicli.methods.postprocess import normalise_map, upsample
 
 CAM_OPTIONS: dict[str, Option] = {
     "upsample": Option("bilinear", "how the layer-resolution map is resized to the input",
@@ -48,7 +55,7 @@ class CAMMethod(Method):
         out = upsample(cams, size, self.opts["upsample"])
         if self.opts["upsample"] == "bicubic":
             out = out.clamp_min(0)  # bicubic overshoots below zero
-        return minmax_normalise(out) if self.opts["normalise"] else out
+        return normalise_map(out) if self.opts["normalise"] else out
 
 
 class GradientCAM(CAMMethod):
@@ -56,9 +63,18 @@ class GradientCAM(CAMMethod):
 
     sign: ClassVar[float] = 1.0  # -1 for the counterfactual ("negative") variant
 
-    @abstractmethod
     def channel_weights(self, acts: Tensor, grads: Tensor) -> Tensor:
-        """(B, C, h, w) activations and gradients -> (B, C) channel weights."""
+        """(B, C, h, w) activations and gradients -> (B, C) channel weights (what most subclasses supply)."""
+        raise NotImplementedError(f"{type(self).__name__} must define channel_weights or weighted_sum")
+
+    def weighted_sum(self, acts: Tensor, grads: Tensor) -> Tensor:
+        """(B, C, h, w) float32 activations and gradients -> (B, h, w) ``sum_k w^c_k A^k``, before the ReLU.
+
+        The override point for methods whose weights vary over positions, ``sum_k W^c_k (.) A^k`` with
+        (B, C, h, w) weights ``W`` (LayerCAM, HiResCAM); channel-weighting methods supply
+        :meth:`channel_weights` and keep this default.
+        """
+        return torch.einsum("bc,bchw->bhw", self.channel_weights(acts, grads), acts)
 
     def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
         size = (x.shape[-2], x.shape[-1])
@@ -80,6 +96,31 @@ class GradientCAM(CAMMethod):
     def combine(self, acts: Tensor, grads: Tensor) -> Tensor:
         """(B, C, h, w) -> (B, h, w): ReLU(sign * sum_k w_k A^k), computed in float32."""
         a, g = acts.detach().float(), grads.float()
-        weights = self.channel_weights(a, g)  # (B, C)
-        cam = torch.einsum("bc,bchw->bhw", weights, a)
-        return torch.relu(self.sign * cam)
+        return torch.relu(self.sign * self.weighted_sum(a, g))
+
+
+class ForwardCAM(CAMMethod):
+    """Base of gradient-free CAMs built from the clean forward pass (Eigen-CAM, Ablation-CAM).
+
+    One forward pass (no autograd) records each target layer's activations and the logits that fix the
+    targets; the hooks are gone before :meth:`layer_cam` runs, so a subclass may run further forward
+    passes of its own.
+    """
+
+    uses_gradients = False
+
+    @abstractmethod
+    def layer_cam(self, x: Tensor, layer: str, acts: Tensor, logits: Tensor, tgt: Tensor,
+                  call: Call) -> Tensor:
+        """(B, C, h, w) activations of ``layer`` -> (B, K, h, w) un-normalised maps for targets ``tgt``."""
+
+    @torch.no_grad()
+    def compute(self, x: Tensor, targets: TargetSpec, call: Call) -> Explanation:
+        size = (x.shape[-2], x.shape[-1])
+        with inference_state(self.model):
+            with capture_activations(self.model, self.layers, differentiable=False) as acts:
+                logits = self.model(x)  # (B, N)
+            tgt = resolve_targets(logits, targets)  # (B, K)
+            maps = {name: self.finish(self.layer_cam(x, name, acts[name].float(), logits, tgt, call), size)
+                    for name in self.layers}
+        return Explanation(maps=maps, targets=tgt, logits=logits)

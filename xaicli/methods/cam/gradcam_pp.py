@@ -27,6 +27,9 @@ class GradCAMPlusPlus(GradientCAM):
     name = "gradcam_pp"
     summary = "Grad-CAM++: positive gradients weighted by second/third-order alphas."
     paper = "Chattopadhyay et al., Grad-CAM++, WACV 2018 (arXiv:1710.11063)"
+    # the alphas' derivation (eq. 10-19) takes A >= 0: with mostly negative activations the denominators
+    # 2 g^2 + sum(A) g^3 change sign and the alphas blow up (|alpha| ~ 1e4 at the demo's features.1.bn)
+    nonnegative_activations = True
     options = {
         **CAM_OPTIONS,
         "alpha_norm": Option(True, "normalise each channel's alphas to sum to 1 over positions (seed 001, "

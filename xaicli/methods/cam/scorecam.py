@@ -36,6 +36,9 @@ class ScoreCAM(CAMMethod):
     summary = "Score-CAM: each channel weighted by the class score of the input masked by that channel."
     paper = "Wang et al., Score-CAM, CVPR Workshops 2020 (arXiv:1910.01279)"
     uses_gradients = False
+    # masks are min-max normalised activations: on a mostly negative (pre-activation) layer the largest
+    # values mark the background, and the ReLU'd sum is often all zero
+    nonnegative_activations = True
     chunked = True
     default_chunk_size = 128
     options = {

@@ -37,7 +37,7 @@ from xaicli.errors import ConfigError
 from xaicli.methods.base import Call, Explanation, InputRange, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.gradient._relu_rules import Rule, relu_rules
 from xaicli.methods.hooks import inference_state
-from xaicli.methods.postprocess import maxabs_normalise, minmax_normalise
+from xaicli.methods.postprocess import normalise_map
 
 REDUCTIONS = ("abs_max", "abs_sum", "sum", "l2")
 
@@ -105,7 +105,7 @@ class PixelMethod(Method):
         maps = clip_percentile(maps, self.opts["percentile_clip"])
         if not self.opts["normalise"]:
             return maps
-        return maxabs_normalise(maps) if self.is_signed() else minmax_normalise(maps)
+        return normalise_map(maps, signed=self.is_signed())
 
 
 def reduce_channels(attr: Tensor, how: str) -> Tensor:
@@ -178,6 +178,39 @@ def input_bounds(x: Tensor, input_range: InputRange | None) -> tuple[Tensor, Ten
         lo, hi = (t.to(device=x.device, dtype=x.dtype).view(1, -1, 1, 1) for t in input_range)
         return lo, hi
     return x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+
+
+BASELINES = ("black", "zeros", "blur", "uniform")
+"""Reference inputs of the baseline methods (integrated gradients, DeepLift): see :func:`reference_input`."""
+
+BASELINE_HELP = ("reference input: black (raw 0 after normalisation), zeros (normalised 0), blur "
+                 "(Gaussian-blurred input) or uniform (seeded noise)")
+
+
+def reference_input(kind: str, x: Tensor, input_range: InputRange | None, blur_sigma: float = 5.0,
+                    seed: int = 0) -> Tensor:
+    """The baseline x' (B, C, H, W) of ``x`` for one of :data:`BASELINES`.
+
+    ``black`` is a raw black image after the model's normalisation, i.e. ``input_range[0]`` per channel
+    (all zeros when ``input_range`` is unknown); ``zeros`` the all-zero *normalised* input (the dataset
+    mean colour under mean/std normalisation); ``blur`` the input blurred with a Gaussian of
+    ``blur_sigma`` pixels; ``uniform`` uniform noise in the input range from ``seed``, one (C, H, W) draw
+    shared by every image, so an image's baseline does not depend on the batch it came in.
+    """
+    if kind == "zeros":
+        return torch.zeros_like(x)
+    if kind == "black":
+        if input_range is None:
+            return torch.zeros_like(x)
+        return input_bounds(x, input_range)[0].expand_as(x).clone()
+    if kind == "blur":
+        return gaussian_blur(x, blur_sigma)
+    if kind != "uniform":
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {BASELINES}")
+    lo, hi = input_bounds(x, input_range)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    u = torch.rand((1, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)  # (1, C, H, W)
+    return (lo + u * (hi - lo)).expand_as(x)
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:

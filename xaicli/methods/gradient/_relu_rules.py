@@ -30,7 +30,7 @@ reach of the functional patch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -89,6 +89,50 @@ PATCHED_FUNCTIONS: tuple[tuple[object, str], ...] = (
 """The functional entry points replaced while a rule is installed, as (owner, attribute name)."""
 
 
+def functional_relu_replacements(
+    apply: Callable[[Tensor, bool], Tensor],
+) -> dict[tuple[object, str], Callable]:
+    """Stand-ins for every entry point of :data:`PATCHED_FUNCTIONS`, each calling ``apply(x, inplace)``."""
+    return {
+        (torch, "relu"): lambda input: apply(input, False),
+        (torch, "relu_"): lambda input: apply(input, True),
+        (F, "relu"): lambda input, inplace=False: apply(input, inplace),
+        (F, "relu_"): lambda input: apply(input, True),
+        (torch.Tensor, "relu"): lambda self: apply(self, False),
+        (torch.Tensor, "relu_"): lambda self: apply(self, True),
+    }
+
+
+@contextmanager
+def swapped_forwards(model: nn.Module, module_forward: Callable[[nn.Module], Callable | None],
+                     functions: Mapping[tuple[object, str], Callable] | None = None) -> Iterator[None]:
+    """Inside the block, every module ``m`` of ``model`` for which ``module_forward(m)`` is not None runs
+    that function as its ``forward`` (set on the instance: the module object, its name and its hooks stay),
+    and each ``(owner, name)`` of ``functions`` is replaced process-wide. Everything is restored in
+    ``finally``, in reverse order, also when the block raises. The machinery of every backward-rule
+    method (guided backprop, deconvnet, DeepLift)."""
+    # (owner, name, had its own attribute, original) - restored in reverse order
+    saved: list[tuple[object, str, bool, object]] = []
+    try:
+        for module in model.modules():
+            forward = module_forward(module)
+            if forward is not None:
+                own = "forward" in module.__dict__
+                saved.append((module, "forward", own, module.__dict__.get("forward")))
+                module.forward = forward
+        for (owner, name), replacement in (functions or {}).items():
+            own = name in vars(owner)
+            saved.append((owner, name, own, vars(owner).get(name)))
+            setattr(owner, name, replacement)
+        yield
+    finally:
+        for owner, name, own, original in reversed(saved):
+            if own:
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)
+
+
 @contextmanager
 def relu_rules(model: nn.Module, rule: Rule, functional: bool = False) -> Iterator[RuleStats]:
     """Route every ReLU module of ``model`` (and with ``functional`` every functional ReLU call) through
@@ -100,33 +144,11 @@ def relu_rules(model: nn.Module, rule: Rule, functional: bool = False) -> Iterat
         stats.calls += 1
         return (_GatedReLUInplace if inplace else _GatedReLU).apply(x, guided)
 
-    def module_forward(inplace: bool):
-        return lambda x: apply(x, inplace)
+    def module_forward(module: nn.Module) -> Callable | None:
+        if not isinstance(module, nn.ReLU):
+            return None
+        return lambda x, inplace=module.inplace: apply(x, inplace)
 
-    replacements = {
-        (torch, "relu"): lambda input: apply(input),
-        (torch, "relu_"): lambda input: apply(input, True),
-        (F, "relu"): lambda input, inplace=False: apply(input, inplace),
-        (F, "relu_"): lambda input: apply(input, True),
-        (torch.Tensor, "relu"): lambda self: apply(self),
-        (torch.Tensor, "relu_"): lambda self: apply(self, True),
-    }
-    # (owner, name, had its own attribute, original) - restored in reverse order
-    saved: list[tuple[object, str, bool, object]] = []
-    try:
-        for module in model.modules():
-            if isinstance(module, nn.ReLU):
-                own = "forward" in module.__dict__
-                saved.append((module, "forward", own, module.__dict__.get("forward")))
-                module.forward = module_forward(module.inplace)
-        for owner, name in PATCHED_FUNCTIONS if functional else ():
-            own = name in vars(owner)
-            saved.append((owner, name, own, vars(owner).get(name)))
-            setattr(owner, name, replacements[(owner, name)])
+    functions = functional_relu_replacements(apply) if functional else None
+    with swapped_forwards(model, module_forward, functions):
         yield stats
-    finally:
-        for owner, name, own, original in reversed(saved):
-            if own:
-                setattr(owner, name, original)
-            else:
-                delattr(owner, name)

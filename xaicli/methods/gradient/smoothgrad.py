@@ -12,9 +12,9 @@ stdevs). Defaults: 25 samples and sigma 0.15 (paper: 10-20 % noise, n ~ 50 is "e
 the population variance (as Captum), clamped at 0 against rounding.
 
 Noise draws: sample ``s`` uses one (C, H, W) draw ``e_s``, taken in order from a generator seeded with
-``seed`` and shared by every image of the batch. Each image's result therefore depends only on the image
-and the seed, not on the batch it came in or on ``chunk_size`` (the engine may shrink both on
-out-of-memory errors). ``sigma: 0`` runs a single noise-free sample (all samples would be equal).
+``seed`` and shared by every image of the batch (:mod:`._draws`). Each image's result therefore depends
+only on the image and the seed, not on the batch it came in or on ``chunk_size`` (the engine may shrink
+both on out-of-memory errors). ``sigma: 0`` runs a single noise-free sample (all samples would be equal).
 
 The ``samples x B`` noisy inputs run ``chunk_size`` at a time (sample-major rows) through the base
 method's :meth:`~PixelMethod.raw` (which gets the same call settings, so a chunked base such as
@@ -40,30 +40,11 @@ from xaicli.methods.gradient._base import (
     input_bounds,
     row_chunks,
 )
+from xaicli.methods.gradient._draws import SampleDraws
 from xaicli.methods.hooks import inference_state
 from xaicli.methods.registry import get_method, methods_where, register
 
 VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
-
-
-class SharedNoise:
-    """Standard-normal draws ``e_s`` of one image's shape (C, H, W), made in sample order from one seeded
-    generator, so draw ``s`` is the same however the samples are chunked."""
-
-    def __init__(self, like: Tensor, seed: int):
-        self.shape, self.dtype, self.device = like.shape[1:], like.dtype, like.device
-        self.generator = torch.Generator(device=like.device).manual_seed(seed)
-        self.kept: dict[int, Tensor] = {}  # sample index -> draw; only the ones a later chunk may need
-
-    def draws(self, first: int, last: int) -> Tensor:
-        """(last - first + 1, C, H, W) draws of samples ``first..last``; chunks must move forward."""
-        for s in range(first, last + 1):
-            if s not in self.kept:
-                self.kept[s] = torch.randn(self.shape, generator=self.generator, device=self.device,
-                                           dtype=self.dtype)
-        out = torch.stack([self.kept[s] for s in range(first, last + 1)])
-        self.kept = {last: self.kept[last]}  # only the last sample can continue into the next chunk
-        return out
 
 
 @register
@@ -75,7 +56,8 @@ class SmoothGrad(PixelMethod):
     options = {
         **PIXEL_OPTIONS,
         "base": Option("saliency", "the gradient method that is smoothed: any method with can_wrap "
-                       "(saliency, guided_backprop, deconvnet, integrated_gradients)"),
+                       "(saliency, input_x_gradient, guided_backprop, deconvnet, integrated_gradients, "
+                       "deeplift)"),
         "samples": Option(25, "number of noisy copies per image", minimum=1),
         "sigma": Option(0.15, "noise standard deviation as a fraction of the input range (hi - lo) per "
                         "channel", minimum=0.0),
@@ -129,11 +111,14 @@ class SmoothGrad(PixelMethod):
             lo, hi = input_bounds(x, call.input_range)
             std = self.opts["sigma"] * (hi - lo)  # (1 or B, C, 1, 1)
             std_rows = std.expand(b, *std.shape[1:])  # (B, C, 1, 1)
-            noise = SharedNoise(x, self.opts["seed"])
+            def gaussian(gen: torch.Generator) -> tuple[Tensor]:  # e_s ~ N(0, 1), (C, H, W)
+                return (torch.randn(x.shape[1:], generator=gen, device=dev, dtype=x.dtype),)
+
+            noise = SampleDraws(self.opts["seed"], dev, gaussian)
             total = sq = None
             for span, rows in row_chunks(samples * b, call.chunk_size, dev):
                 first = span[0] // b
-                eps = noise.draws(first, span[-1] // b)  # (samples in this chunk, C, H, W)
+                (eps,) = noise.draws(first, span[-1] // b)  # (samples in this chunk, C, H, W)
                 sample, img = rows // b - first, rows % b  # sample-major rows: (n,), (n,)
                 noisy = x[img] + eps[sample] * std_rows[img]  # (n, C, H, W)
                 a = self.base.raw(noisy, tgt[img], call).maps[None].to(acc_dtype)  # (n, K, C, H, W)
