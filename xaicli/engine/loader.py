@@ -124,7 +124,7 @@ def iter_batches(
     threads (None or 0: the thread budget's for ``device_type``), at most ``prefetch`` batches ahead;
     ``clock`` records decoding and resizing."""
     clock = clock or NullClock()
-    budget_threads = thread_budget(device_type, workers)  # also pins this thread's intra-op threads
+    budget_threads = thread_budget(device_type, workers)  # intra_op: what restore_intra_op puts back
     chunks, start = [], 0
     for size in chunk_sizes(len(items), batch_size, ramp):
         chunks.append(items[start : start + size])
