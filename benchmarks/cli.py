@@ -44,7 +44,9 @@ def bench(
     precision: Annotated[str, typer.Option(help="xaicli's run.precision: fp32, bf16, fp16 (CUDA).")] = "fp32",
     methods: Annotated[list[str] | None, typer.Option("--methods", "-m", help=ROWS_HELP,
                                                       show_default=False)] = None,
-    e2e_images: Annotated[int, typer.Option(min=0, help="JPEGs in the end-to-end row (0: skip it).")] = 256,
+    e2e_images: Annotated[list[int] | None, typer.Option(
+        min=0, help="JPEGs in the end-to-end rows, one pair of rows per size (repeatable; 0: none). "
+                    "Default: 256 and 1024.", show_default=False)] = None,
     e2e_repeats: Annotated[int, typer.Option(min=1, help="Runs of each end-to-end process.")] = 3,
     workdir: Annotated[Path | None, typer.Option(
         help="Folder for the end-to-end JPEGs and outputs (default: a temporary folder).",
@@ -67,7 +69,8 @@ def bench(
     opts = BenchOptions(model=model, size=size, batch=batch, images=images, heavy_images=heavy_images,
                         scorecam_images=scorecam_images, perturbation_images=perturbation_images,
                         repeats=repeats, heavy_repeats=heavy_repeats,
-                        device=device, precision=precision, methods=rows, e2e_images=e2e_images,
+                        device=device, precision=precision, methods=rows,
+                        e2e_images=(256, 1024) if e2e_images is None else tuple(e2e_images),
                         e2e_repeats=e2e_repeats, workdir=workdir, user_script=user_script,
                         vit_model=vit_model)
     if quick:

@@ -25,20 +25,52 @@ def _cells(row: Row) -> list[str]:
             "-" if row.ratio is None else f"{row.ratio:.2f}", row.target or "-", met, corr]
 
 
-def as_text(report: BenchReport) -> str:
-    table = [list(COLUMNS)] + [_cells(r) for r in report.rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+def _aligned(columns: tuple[str, ...], cells: list[list[str]]) -> list[str]:
+    table = [list(columns)] + cells
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += _footer(report)
+    return lines
+
+
+def _markdown(columns: tuple[str, ...], cells: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def as_text(report: BenchReport) -> str:
+    lines = _aligned(COLUMNS, [_cells(r) for r in report.rows])
+    for row in report.rows:
+        if row.stages:
+            lines += ["", _stage_title(row)] + _aligned(STAGE_COLUMNS, _stage_cells(row))
+    lines += [""] + _footer(report)
     return "\n".join(lines)
 
 
 def as_markdown(report: BenchReport) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in report.rows]
+    lines = _markdown(COLUMNS, [_cells(r) for r in report.rows])
+    for row in report.rows:
+        if row.stages:
+            lines += ["", f"**{_stage_title(row)}**", ""] + _markdown(STAGE_COLUMNS, _stage_cells(row))
     lines += [""] + [f"- {t}" for t in _footer(report)]
     return "\n".join(lines)
+
+
+STAGE_COLUMNS = ("stage", "wall s", "cpu s", "cpu ms/img", "cpu share", "what")
+
+
+def _stage_title(row: Row) -> str:
+    return (f"where the time goes: xaicli explain, {row.images} images (the median run; stages overlap in "
+            "wall time, their CPU times add up to the process's)")
+
+
+def _stage_cells(row: Row) -> list[list[str]]:
+    from xaicli.timing import STAGES
+
+    total = sum(v["cpu_s"] for v in row.stages.values()) or 1.0
+    cells = [[name, f"{v['wall_s']:.2f}", f"{v['cpu_s']:.2f}", f"{1000 * v['cpu_s'] / row.images:.1f}",
+              f"{100 * v['cpu_s'] / total:.0f}%", STAGES.get(name, "")] for name, v in row.stages.items()]
+    return cells + [["total", "-", f"{total:.2f}", f"{1000 * total / row.images:.1f}", "100%", ""]]
 
 
 def _footer(report: BenchReport) -> list[str]:

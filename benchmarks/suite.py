@@ -65,7 +65,6 @@ ALL_ROWS = all_rows()
 SCORECAM_MAX_N = 64
 SCORECAM_MAX_N_TARGET = 6.0
 TOPK_LIMIT = 3.0
-E2E_TARGET = 2.5
 
 
 @dataclass
@@ -82,7 +81,7 @@ class BenchOptions:
     device: str = "cpu"
     precision: str = "fp32"
     methods: Sequence[str] | None = None  # rows to run (see ALL_ROWS); None = all
-    e2e_images: int = 256
+    e2e_images: Sequence[int] = (256, 1024)  # folder sizes of the end-to-end rows (empty or 0: none)
     e2e_repeats: int = 3
     workdir: Path | None = None  # where the end-to-end row writes its JPEGs and outputs
     user_script: Path | None = None  # the pytorch-grad-cam user script (default: benchmarks/ in the repo)
@@ -90,11 +89,16 @@ class BenchOptions:
     vit_model: str = "vit_b_16"  # torchvision vision transformer for the attention rows
     is_quick: bool = False  # set by quick(): too few images and repeats to judge the targets
 
+    def __post_init__(self) -> None:
+        if isinstance(self.e2e_images, int):
+            self.e2e_images = (self.e2e_images,) if self.e2e_images > 0 else ()
+        self.e2e_images = tuple(sorted({n for n in self.e2e_images if n > 0}))
+
     def quick(self) -> BenchOptions:
         """A smoke run in a minute or two: few images, few repeats (numbers are indicative only)."""
         return replace(self, batch=min(self.batch, 8), images=min(self.images, 8), heavy_images=1,
                        scorecam_images=1, perturbation_images=1, repeats=2, heavy_repeats=1,
-                       e2e_images=min(self.e2e_images, 16), e2e_repeats=1, is_quick=True)
+                       e2e_images=(16,) if self.e2e_images else (), e2e_repeats=1, is_quick=True)
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Row:
     agreement_with: str = ""
     note: str = ""
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # end to end: xaicli's run.json stages
 
 
 @dataclass
@@ -323,10 +328,11 @@ class Suite:
                 for row in metric_rows(self, name):
                     self.add(row)
             elif name == "e2e":
-                from benchmarks.end_to_end import end_to_end_row
+                from benchmarks.end_to_end import end_to_end_rows
 
                 layer, _ = self.layer_module(self.explainer("gradcam", {}))
-                self.add(end_to_end_row(self.opts, self.ref_model, layer, self.log))
+                for row in end_to_end_rows(self.opts, self.ref_model, layer, self.log):
+                    self.add(row)
             else:
                 self.method_row(name, self.vit() if name in ON_VIT else self.cnn)
             self.log(f"  {name}: {time.perf_counter() - t0:.0f}s")

@@ -29,7 +29,7 @@ TIERS = {
     "engine": 4, "render": 4, "outputs": 4, "metrics": 4,
     "methods": 3,
     "models": 2,
-    "config": 1, "errors": 0, "naming": 0, "": 0,  # "" = the package root (__version__)
+    "config": 1, "errors": 0, "naming": 0, "timing": 0, "": 0,  # "" = the package root (__version__)
 }
 
 

@@ -57,12 +57,35 @@ def test_cli_help(cli):
     assert res.exit_code == 0 and "pytorch-grad-cam" in res.output
 
 
-def test_end_to_end_row_runs_both_fresh_processes(tmp_path):
+def test_end_to_end_rows_run_both_fresh_processes_and_the_engine(tmp_path):
     opts = BenchOptions(methods=["e2e"], **{**TINY, "e2e_images": 4, "e2e_repeats": 1}, workdir=tmp_path)
-    (row,) = run_benchmark(opts, log=lambda _line: None).rows
-    assert row.xaicli > 0 and len(list((tmp_path / "out_xaicli").rglob("*.npy"))) == 4
+    report = run_benchmark(opts, log=lambda _line: None)
+    vs_script, vs_engine = report.rows
+    assert vs_script.xaicli > 0 and len(list((tmp_path / "out_xaicli").rglob("*.npy"))) == 4
     if reference_available(PGC):
-        assert row.reference_rate > 0 and row.agreement > 0.9
+        assert vs_script.reference == "pytorch-grad-cam user script, batch 16"
+        assert vs_script.reference_rate > 0 and vs_script.agreement > 0.9
+    assert vs_script.target == "" and vs_script.met is None  # 4 images: too few to judge a target
+    # where the time goes: the xaicli run's stages, start-up and loop
+    stages = set(vs_script.stages)
+    assert {"start", "import", "model", "probe", "decode", "engine", "encode", "manifest"} <= stages
+    assert vs_script.stages["decode"]["calls"] == 4
+    assert vs_engine.reference.startswith("xaicli engine only") and vs_engine.reference_rate > 0
+    assert vs_engine.ratio == pytest.approx(vs_engine.xaicli / vs_engine.reference_rate)
+    assert "loop only" in vs_engine.note
+    text, md = as_text(report), as_markdown(report)
+    assert "where the time goes" in text and "| stage | wall s | cpu s |" in md
+    assert "engine" in text.split("where the time goes")[1]
+
+
+def test_e2e_sizes_and_targets():
+    from benchmarks.end_to_end import E2E_TARGETS, _target
+
+    assert BenchOptions().e2e_images == (256, 1024)
+    assert BenchOptions(e2e_images=0).e2e_images == () and BenchOptions(e2e_images=64).e2e_images == (64,)
+    assert BenchOptions().quick().e2e_images == (16,) and BenchOptions(e2e_images=0).quick().e2e_images == ()
+    assert _target(1024, E2E_TARGETS) == 3.5 and _target(256, E2E_TARGETS) == 3.0
+    assert _target(16, E2E_TARGETS) is None
 
 
 def test_missing_reference_library_skips_its_rows_with_a_note(monkeypatch):

@@ -13,7 +13,7 @@ import torch
 from xaicli.render.colormap_tables import TABLES
 from xaicli.render.colormaps import COLORMAPS, DIVERGING, apply_colormap, colour_index, lut, resolve
 from xaicli.render.figures import FigureStyle, GridCell, GridRow, colourise, render_grid
-from xaicli.render.overlay import overlay
+from xaicli.render.overlay import NEUTRAL, blend, overlay, to_rgb
 
 MATPLOTLIB = [n for n in COLORMAPS if n != "jet"]
 
@@ -101,3 +101,33 @@ def test_figure_cells_colorbars_and_overlays_share_one_colour_path(name: str, si
     # the colorbar colours (colourise) are the overlay at alpha 1
     pure = overlay(torch.zeros(1, 1, h, w), torch.from_numpy(values)[None, None], name, 1.0, signed)[0, 0]
     np.testing.assert_array_equal(colourise(values, name, signed), pure.numpy())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.77, 1.0])
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("scale", [1, 3])
+def test_overlay_equals_the_unfused_blend_bit_for_bit(alpha: float, signed: bool, scale: int) -> None:
+    """The per-image overlays (pre-multiplied table, in-place sum and rounding) give exactly
+    ``blend(image, apply_colormap(map), alpha)``, on float images the model saw (not only uint8 ones)."""
+    gen = torch.Generator().manual_seed(int(alpha * 100) + 7 * signed + scale)
+    images = torch.rand(3, 3, 10, 12, generator=gen)
+    maps = torch.rand(3, 2, 10, 12, generator=gen) * 1.2 - 0.1  # some values outside the range: clipped
+    if signed:
+        maps = maps * 2 - 1
+    maps[0, 0, 0, :4] = torch.tensor([0.0, 0.5, 127.5 / 255, 0.5 / 255])  # rounding ties
+    for name in ("jet", "viridis", "coolwarm"):
+        got = overlay(images, maps, name, alpha, signed, scale)
+        big_images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+        big_maps = torch.nn.functional.interpolate(maps, scale_factor=scale, mode="nearest")
+        expected = blend(to_rgb(big_images)[:, None], apply_colormap(big_maps, name, signed), alpha)
+        assert got.dtype == torch.uint8 and got.shape == (3, 2, 10 * scale, 12 * scale, 3)
+        assert torch.equal(got, expected), name
+        flat = torch.tensor([[True, False], [False, False], [False, True]])  # drawn grey, as blend draws it
+        colours = apply_colormap(big_maps, name, signed)
+        heat = torch.where(flat[:, :, None, None, None], torch.full_like(colours, NEUTRAL), colours)
+        grey = blend(to_rgb(big_images)[:, None], heat, alpha)
+        assert torch.equal(overlay(images, maps, name, alpha, signed, scale, flat), grey), name
+        assert not torch.equal(grey[0, 0], expected[0, 0]) or alpha == 0.0
+    gray = overlay(images[:, :1], maps, "gray", alpha, signed)  # one-channel images are drawn gray
+    heat = apply_colormap(maps, "gray", signed)
+    assert torch.equal(gray, blend(to_rgb(images[:, :1])[:, None], heat, alpha))

@@ -1,4 +1,7 @@
-"""Tests for xaicli.engine.decode: every unusual image is converted as documented, every bad file raises."""
+"""Tests for xaicli.engine.decode: every unusual image is converted as documented, every bad file raises.
+
+Every test runs twice: with Pillow only, and with the fast path for plain 8-bit JPEG/PNG files
+(:mod:`xaicli.engine.fast_decode`, torchvision's codec ops) available - the guarantees hold on both."""
 
 from __future__ import annotations
 
@@ -10,8 +13,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
+from xaicli.engine import fast_decode
 from xaicli.engine.decode import IMAGE_EXTENSIONS, load_image
 from xaicli.errors import ImageDecodeError
+
+
+@pytest.fixture(autouse=True, params=["pillow", "fast"])
+def decoder(request, monkeypatch) -> str:
+    """Run the test with Pillow only, then with the fast decoder available."""
+    if request.param == "pillow":
+        monkeypatch.setattr(fast_decode, "available", lambda load=False: False)
+    elif not fast_decode.available(load=True):
+        pytest.skip("torchvision has no image codec ops here")
+    return request.param
 
 RGBA_PIXEL = (200, 100, 50, 128)
 
@@ -304,7 +318,9 @@ def test_exif_orientation_applied(tmp_path):
     assert arr[:15].mean() > 0.9 and arr[25:].mean() < 0.1  # the white left half is now the top half
 
 
-def test_unreadable_exif_warns_and_keeps_pixels(tmp_path, monkeypatch):
+def test_unreadable_exif_warns_and_keeps_pixels(tmp_path, monkeypatch, decoder):
+    if decoder == "fast":
+        pytest.skip("simulated on the Pillow path; a real unreadable EXIF block: test_fast_decode.py")
     path = save(Image.new("L", (4, 2), 255), tmp_path / "e.png")
 
     def broken(image, *, in_place=False):

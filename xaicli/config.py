@@ -31,6 +31,10 @@ Source = Literal["builtin", "torchvision", "timm", "torchscript", "export", "pyt
 #: neither torch nor the renderer; ``xaicli.render.colormaps`` holds a table for each (a test checks).
 COLORMAP_NAMES: tuple[str, ...] = ("jet", "viridis", "inferno", "magma", "gray", "hot", "coolwarm", "bwr")
 
+OverlayFormat = Literal["png", "jpg", "webp"]
+#: Overlay file formats ``output.overlay_format`` accepts (``xaicli.outputs.encode`` has an encoder for each).
+OVERLAY_FORMATS: tuple[str, ...] = typing.get_args(OverlayFormat)
+
 
 @dataclass
 class ModelConfig:
@@ -95,6 +99,7 @@ class OutputConfig:
     alpha: float = 0.5
     overlay_scale: int = 1
     segments: bool = False  # draw superpixel boundaries on the overlays of lime, kernel_shap, ...
+    overlay_format: OverlayFormat = "png"  # png (lossless) | jpg | webp (smaller, lossy)
 
 
 @dataclass

@@ -85,21 +85,28 @@ def explain(
     debug: DebugOpt = False,
 ) -> None:
     """Explain images with the configured methods; write overlays, maps, manifest.jsonl and run.json."""
+    from xaicli.timing import StageClock
+
+    clock = StageClock.since_process_start()  # run.json's summary.stages: where the time goes
     with mapped_errors(outdir, debug, json_out):
-        from xaicli.cli.progress import make_progress
-        from xaicli.config import apply_overrides, load_config
-        from xaicli.runs.preflight import prepare_inputs
+        with clock.foreground("inputs"):
+            from xaicli.cli.progress import make_progress
+            from xaicli.config import apply_overrides, load_config
+            from xaicli.runs.preflight import prepare_inputs
 
-        cfg = load_config(config)  # before any torch import: config errors answer instantly
-        apply_overrides(cfg, methods=method, layers=layer, topk=topk, device=device, batch_size=batch_size)
-        if figures:
-            cfg.figures.topk = True
-        progress = make_progress(quiet or json_out)
-        names = [str(p) for p in inputs]
-        items = prepare_inputs(names, outdir, progress.note)  # inputs and OUTDIR: still no torch
-        from xaicli.runs.explain import run_explain
+            cfg = load_config(config)  # before any torch import: config errors answer instantly
+            apply_overrides(cfg, methods=method, layers=layer, topk=topk, device=device,
+                            batch_size=batch_size)
+            if figures:
+                cfg.figures.topk = True
+            progress = make_progress(quiet or json_out)
+            names = [str(p) for p in inputs]
+            items = prepare_inputs(names, outdir, progress.note)  # inputs and OUTDIR: still no torch
+        with clock.foreground("import"):
+            from xaicli.runs.explain import run_explain
 
-        summary, code = run_explain(cfg, names, outdir, overwrite=overwrite, progress=progress, items=items)
+        summary, code = run_explain(cfg, names, outdir, overwrite=overwrite, progress=progress, items=items,
+                                    clock=clock)
     if summary is not None:  # None on the other ranks of a torchrun launch: rank 0 reports
         _report(summary, quiet, json_out)
     raise typer.Exit(int(code))

@@ -92,9 +92,10 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from xaicli.engine import fast_decode
 from xaicli.errors import ImageDecodeError
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_pixels", "load_image", "unit_float"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff",
                                               ".gif"})
@@ -107,6 +108,7 @@ Reserve = Callable[[int], AbstractContextManager]
 _FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "DIB", "WEBP", "TIFF", "GIF")
 
 _MODES = ("L", "RGB")
+_UINT8_MAX = np.float32(255.0)
 _BACKGROUNDS = {"black": 0.0, "white": 1.0}
 
 #: What Pillow raises while decoding broken data (UnidentifiedImageError is an OSError, handled first).
@@ -119,12 +121,38 @@ _TIFF_SAMPLE_FORMAT = 339
 
 
 def load_image(path: str | os.PathLike, mode: str, alpha_background: str = "black",
-               reduce_to: tuple[int, int] | None = None, reserve: Reserve | None = None) -> np.ndarray:
+               reduce_to: tuple[int, int] | None = None, reserve: Reserve | None = None, *,
+               fast: bool | None = None) -> np.ndarray:
     """Decode one file into float32 (H, W, C) in [0, 1], C = 1 for mode "L", 3 for mode "RGB".
 
-    See the module docstring for every conversion and for ``reduce_to`` / ``reserve``. Raises
-    :class:`ImageDecodeError` when the file cannot be read as an image, :class:`ValueError` for a bad
-    ``mode`` or ``alpha_background``.
+    See the module docstring for every conversion and for ``reduce_to`` / ``reserve``; ``fast`` for
+    :func:`decode_pixels`. Raises :class:`ImageDecodeError` when the file cannot be read as an image,
+    :class:`ValueError` for a bad ``mode`` or ``alpha_background``.
+    """
+    return np.ascontiguousarray(unit_float(decode_pixels(path, mode, alpha_background, reduce_to, reserve,
+                                                         fast=fast)))
+
+
+def unit_float(pixels: np.ndarray) -> np.ndarray:
+    """What :func:`decode_pixels` returns, as float32 in [0, 1]: uint8 values become ``v / 255`` (float32
+    division, so 255 is exactly 1.0) in the same memory layout; float32 arrays are returned as they are."""
+    if pixels.dtype != np.uint8:
+        return pixels
+    out = np.empty_like(pixels, dtype=np.float32)  # same strides: (H, W, C) views of (C, H, W) data stay so
+    return np.divide(pixels, _UINT8_MAX, out=out)
+
+
+def decode_pixels(path: str | os.PathLike, mode: str, alpha_background: str = "black",
+                  reduce_to: tuple[int, int] | None = None, reserve: Reserve | None = None, *,
+                  fast: bool | None = None) -> np.ndarray:
+    """:func:`load_image` without the last step: an opaque 8-bit image comes back as its uint8 (H, W, C)
+    pixels (any memory layout), everything else as float32 (H, W, C) in [0, 1]; :func:`unit_float` turns
+    either into what :func:`load_image` returns. Converting uint8 pixels where they are used saves a pass
+    over a float image per decode.
+
+    ``fast``: decode plain 8-bit JPEG/PNG files with torchvision's codec ops (:mod:`.fast_decode`; the
+    same pixels); None (default) uses them when torchvision is already imported, True imports it, False
+    always uses Pillow.
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
@@ -141,6 +169,11 @@ def load_image(path: str | os.PathLike, mode: str, alpha_background: str = "blac
     with fh:
         if os.fstat(fh.fileno()).st_size == 0:
             raise ImageDecodeError("empty file (0 bytes)")
+        if fast is not False and fast_decode.available(load=bool(fast)):
+            pixels = _fast(fh, mode, reduce_to, reserve)
+            if pixels is not None:
+                return pixels
+            fh.seek(0)
         try:
             with Image.open(fh, formats=_FORMATS) as img:
                 # Image.open leaves a multi-frame file on its first frame; load() decodes only that frame.
@@ -162,6 +195,37 @@ def load_image(path: str | os.PathLike, mode: str, alpha_background: str = "blac
         except _DECODE_ERRORS as e:
             raise ImageDecodeError(f"truncated or corrupt image data: {e}") from e
     return out
+
+
+def _fast(fh, mode: str, reduce_to: tuple[int, int] | None, reserve: Reserve | None) -> np.ndarray | None:
+    """uint8 (H, W, C) of a plain JPEG/PNG by the fast decoder (:mod:`.fast_decode`), None when the file is
+    not plain (header, size) or the fast decoder fails: the caller then decodes it with Pillow."""
+    head = fh.read(fast_decode.HEAD_BYTES)
+    if head.startswith(b"\xff\xd8"):
+        kind, data = "JPEG", None
+        size = fast_decode.jpeg_size(head, mode)
+    elif head.startswith(b"\x89PNG"):
+        kind, data = "PNG", head + fh.read()
+        size = fast_decode.png_size(data, mode)
+    else:
+        return None
+    if size is None:
+        return None
+    w, h = size
+    if w * h > (Image.MAX_IMAGE_PIXELS or w * h):  # Pillow warns or refuses: keep its behaviour
+        return None
+    if reduce_to is not None and min(w, h) // max(reduce_to) >= 2:  # Pillow's path decodes it reduced
+        return None
+    if data is None:
+        data = head + fh.read()
+        if not data.endswith(b"\xff\xd9"):  # no end marker: Pillow says whether it is truncated
+            return None
+    channels = 1 if mode == "L" else 3
+    with (reserve or _no_reservation)(w * h * (2 * channels + 3 * 4)):
+        pixels = fast_decode.decode_plain(data, kind, channels)
+    if pixels is None or pixels.shape[:2] != (h, w):
+        return None
+    return pixels
 
 
 def _no_reservation(_nbytes: int) -> AbstractContextManager:
@@ -213,10 +277,16 @@ def _apply_exif_orientation(img: Image.Image) -> None:
 
 def _to_array(img: Image.Image, mode: str, background: float, unsigned32: bool,
               reduce_to: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 (H, W, C) for opaque 8-bit images (L or RGB after normalising), else float32 in [0, 1]."""
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         arr = _high_depth(img, background, unsigned32)
     else:
-        arr = _eight_bit(_reduce(_normalize_8bit(img, mode), reduce_to), background)
+        img = _reduce(_normalize_8bit(img, mode), reduce_to)
+        if img.mode in ("L", "RGB"):  # opaque: the pixels as they are, converted where they are used
+            arr = np.asarray(img)
+            arr = arr[:, :, None] if arr.ndim == 2 else arr
+            return np.repeat(arr, 3, axis=2) if mode == "RGB" and arr.shape[2] == 1 else arr
+        arr = _eight_bit(img, background)
     if mode == "RGB" and arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     np.clip(arr, 0.0, 1.0, out=arr)

@@ -34,6 +34,8 @@ from xaicli.engine.results import Explanations, MapKey
 from xaicli.methods.base import InputRange, TargetSpec, TopK
 from xaicli.models.digest import ModelDigest, model_digest
 from xaicli.models.loader import LoadedModel, load_model, select_device
+from xaicli.models.probe import probe_example
+from xaicli.timing import NullClock, StageClock
 
 
 class Explainer:
@@ -46,27 +48,36 @@ class Explainer:
     """
 
     def __init__(self, cfg: Config, loaded: LoadedModel | None = None, device: torch.device | None = None, *,
-                 fold_batchnorms: bool = False, functional_relu: bool = False, emit_warnings: bool = True):
+                 fold_batchnorms: bool = False, functional_relu: bool = False, emit_warnings: bool = True,
+                 clock: StageClock | None = None):
         self.cfg = cfg
+        self.clock = clock or NullClock()  # where the time goes (:mod:`xaicli.timing`): start-up and loop
         self.notices: list[str] = []  # what the config asked for that is ignored or capped, one line each
-        self.loaded = loaded or load_model(cfg)
-        # the model's digest (fingerprints) is of the model as loaded: taken now if preparing changes it
-        self._digest = model_digest(cfg, self.loaded.model) if fold_batchnorms or cfg.run.compile else None
+        self.loaded = loaded or load_model(cfg, keep_probe_outputs=fold_batchnorms, clock=self.clock)
+        with self.clock.foreground("identity"):
+            # the model's digest (fingerprints) is of the model as loaded: taken now if preparing changes it
+            changes = fold_batchnorms or cfg.run.compile
+            self._digest = model_digest(cfg, self.loaded.model) if changes else None
         self.device = device or select_device(cfg.run.device)
         self.pre = Preprocess.for_model(self.loaded, cfg.preprocess.alpha_background)
-        model = self.loaded.model.to(self.device)
-        self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded, self.notices)
-        self.warnings: list[str] = activation_sign_warnings(self.methods, self.loaded, self.device)
+        with self.clock.foreground("prepare"):
+            model = self.loaded.model.to(self.device)
+        with self.clock.foreground("plan"):
+            self.methods: list[PlannedMethod] = plan_methods(cfg, self.loaded, self.notices)
+            self.warnings: list[str] = activation_sign_warnings(self.methods, self.loaded, self.device)
         for text in self.warnings if emit_warnings else ():
             warnings.warn(text, PlanWarning, stacklevel=2)
         # every module a method hooks or reads (FullGrad: all conv / batch-norm biases): kept unfolded, eager
         self.hooked_layers = list(dict.fromkeys(n for pm in self.methods for n in pm.method.layers_read()))
-        # before channels_last, which then converts the new weights
-        self.folded = self._fold_batchnorms() if fold_batchnorms else []
+        with self.clock.foreground("fold"):  # before channels_last, which then converts the new weights
+            self.folded = self._fold_batchnorms() if fold_batchnorms else []
+        if self.loaded.probe is not None:
+            self.loaded.probe.take_outputs()  # one image's activations: not kept for the model's lifetime
         self.channels_last = use_channels_last(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.compiled = self._compile() if cfg.run.compile else []
+        with self.clock.foreground("prepare"):
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self.compiled = self._compile() if cfg.run.compile else []
         self.functional_relu = functional_relu
         self.target_spec, self.slots = plan_targets(cfg, self.loaded.classes, self.notices)
         if cfg.run.precision != "fp32" and self.device.type != "cuda":
@@ -97,11 +108,21 @@ class Explainer:
         return [(pm.name, layer) for pm in self.methods for layer in pm.layers]
 
     def _fold_batchnorms(self) -> list[str]:
-        """Fold eval-mode batch norms into their convolutions where verified equal (:mod:`.fold`)."""
+        """Fold eval-mode batch norms into their convolutions where verified equal (:mod:`.fold`), reusing
+        the load-time probe's outputs when it ran where the model is now (the CPU)."""
         from xaicli.engine.fold import fold_batchnorms
 
-        probe = torch.randn((1, *self.loaded.input_shape), generator=torch.Generator().manual_seed(0))
-        return fold_batchnorms(self.loaded.model, probe.to(self.device), self.hooked_layers)
+        probe = self.loaded.probe
+        example = probe_example(self.loaded.input_shape, self.device)
+        same_place = probe is not None and probe.example.device == example.device \
+            and probe.example.shape == example.shape  # an exported program is probed with a larger batch
+        return fold_batchnorms(self.loaded.model, example, self.hooked_layers, probe if same_place else None)
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work when a clock records (CUDA runs asynchronously: without it
+        the engine's time would show up in whatever waits for its results next)."""
+        if self.device.type == "cuda" and not isinstance(self.clock, NullClock):
+            torch.cuda.synchronize(self.device)
 
     def _compile(self) -> list[str]:
         """``run.compile``: compile the submodules no hook needs (see :mod:`xaicli.engine.compile`)."""

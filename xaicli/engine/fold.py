@@ -6,9 +6,10 @@ beta``; when ``x`` is the output of a ``Conv2d`` used by nothing else, the pair 
     W' = W * s,   b' = (b - mean) * s + beta,   s = gamma / sqrt(var + eps)   (per output channel)
 
 and the batch norm becomes ``nn.Identity`` (same name, so layer names keep working). The pairs are found
-by running the model once with hooks on every convolution and batch norm (a batch norm whose input *is*
-a convolution's output); whether the convolution's output feeds anything else cannot be seen from
-hooks, so the result is verified: every module's output on the probe input must match the unfolded
+by the model's probe forward pass, with hooks on every convolution and batch norm (a batch norm whose
+input *is* a convolution's output; :mod:`xaicli.models.probe`, which also keeps every module's output);
+whether the convolution's output feeds anything else cannot be seen from hooks, so the result is
+verified by one more forward pass: every module's output on the probe input must match the unfolded
 model's (``rtol`` 1e-4), otherwise everything is put back. Layers that an attribution hooks are left
 alone (a hooked convolution's output would change meaning); a pair folded for an earlier explainer of
 the same model is unfolded again when a later one hooks it. The maps are equal up to float rounding.
@@ -22,53 +23,19 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-
-def _probe(model: nn.Module, x: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, str]]]:
-    """One forward pass with hooks on every module: each named module's tensor output (its last call)
-    and the (conv, batch norm) pairs where the batch norm's input *is* a convolution's output and both
-    run once."""
-    outputs: dict[str, Tensor] = {}
-    conv_of: dict[int, str] = {}  # id(conv output) -> conv name
-    alive: list[Tensor] = []  # the conv outputs themselves, so that no later tensor reuses their id()
-    bn_input: dict[str, str | None] = {}
-    calls: dict[str, int] = {}
-    handles = []
-
-    def make_hook(name: str, module: nn.Module):
-        def hook(_m: nn.Module, inputs: tuple, out: object) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            if isinstance(module, nn.BatchNorm2d) and module.track_running_stats and inputs:
-                bn_input[name] = conv_of.get(id(inputs[0]))
-            if isinstance(out, Tensor):
-                if isinstance(module, nn.Conv2d):
-                    conv_of[id(out)] = name
-                    alive.append(out)
-                outputs[name] = out.detach().clone()
-        return hook
-
-    try:
-        for name, module in model.named_modules():
-            try:
-                handles.append(module.register_forward_hook(make_hook(name, module)))
-            except (RuntimeError, AttributeError):  # a scripted submodule refuses hooks: not folded
-                continue
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    pairs = [(conv, bn) for bn, conv in bn_input.items()
-             if conv is not None and calls[conv] == 1 and calls[bn] == 1]
-    return outputs, pairs
-
+from xaicli.models.probe import ModelProbe, module_outputs
 
 #: model -> {batch norm name: (conv, original weight, original bias, batch norm)} of its folded pairs
 _FOLDED: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple]] = weakref.WeakKeyDictionary()
 
 
-def fold_batchnorms(model: nn.Module, example: Tensor, protected: Iterable[str] = ()) -> list[str]:
+def fold_batchnorms(model: nn.Module, example: Tensor, protected: Iterable[str] = (),
+                    probe: ModelProbe | None = None) -> list[str]:
     """Fold every safe (conv, batch norm) pair of an eval-mode ``model`` in place; return the batch norms
-    folded (empty when nothing was safe to fold, or the check failed and everything was restored)."""
+    folded (empty when nothing was safe to fold, or the check failed and everything was restored).
+
+    ``probe``: the model's probe (:mod:`xaicli.models.probe`) on ``example``, with its module outputs, on
+    the device the model is on now - then the model runs once (the check), not twice."""
     if isinstance(model, torch.jit.ScriptModule) or model.training:
         return []
     protected = set(protected)
@@ -80,7 +47,11 @@ def fold_batchnorms(model: nn.Module, example: Tensor, protected: Iterable[str] 
         if conv_name is None or {conv_name, bn_name} & protected:
             del folded[bn_name]
     modules = dict(model.named_modules())
-    before, pairs = _probe(model, example)
+    outputs = probe.take_outputs() if probe is not None else {}
+    if outputs and not folded:
+        before, pairs = outputs, list(probe.bn_pairs)
+    else:  # no probe (or it was taken before an earlier fold changed the model): run one now
+        before, pairs = module_outputs(model, example)
     pairs = [(conv, bn) for conv, bn in pairs if not {conv, bn} & protected
              and modules[conv].out_channels == modules[bn].num_features]
     if not pairs:
@@ -97,7 +68,7 @@ def fold_batchnorms(model: nn.Module, example: Tensor, protected: Iterable[str] 
             conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), conv.weight.requires_grad)
             conv.bias = nn.Parameter(bias.to(conv.weight.dtype), conv.weight.requires_grad)
         _set(model, bn_name, nn.Identity())
-    after, _ = _probe(model, example)
+    after, _ = module_outputs(model, example)
     folded_convs = {c for c, _ in pairs}
     same = all(name in after and after[name].shape == t.shape
                and torch.allclose(after[name], t, rtol=1e-4, atol=1e-4 * float(t.abs().max().clamp_min(1)))

@@ -14,8 +14,9 @@ from xaicli.engine.results import Slot
 from xaicli.errors import ConfigError, ModelError, UnknownNameError
 from xaicli.methods import Method, TopK, create_method, get_method
 from xaicli.methods.base import TargetSpec
-from xaicli.models.layers import default_layer, describe_layers, find_module, layer_layout, negative_fractions
+from xaicli.models.layers import default_layer_of, find_module, layer_layout, negative_fractions
 from xaicli.models.loader import LoadedModel
+from xaicli.models.probe import ModelProbe, probe_model
 from xaicli.models.vit import ATTENTION_HELP, attention_modules
 
 
@@ -35,6 +36,7 @@ def plan_methods(cfg: Config, loaded: LoadedModel, notices: list[str] | None = N
     """The methods of ``cfg`` with their layers checked against the model. Layers given to a method that
     explains the input (``-l`` applies to every method) are ignored with a notice."""
     notices = [] if notices is None else notices
+    probe = loaded.probe or probe_model(loaded.model, loaded.input_shape)
     planned = []
     for i, mc in enumerate(cfg.methods):
         key = f"methods[{i}]"
@@ -45,7 +47,7 @@ def plan_methods(cfg: Config, loaded: LoadedModel, notices: list[str] | None = N
                            f"ignored for it ({key})")
             layers = []
         if cls.needs_layer and not layers:
-            layer = loaded.default_layer or default_layer(loaded.model, loaded.input_shape)
+            layer = loaded.default_layer or default_layer_of(loaded.model, probe.layers)
             if layer is None:
                 raise ConfigError(f"{key}.layers", f"{mc.name} needs a layer and none could be chosen "
                                   "automatically; list them with `xaicli layers -c CONFIG`")
@@ -57,38 +59,35 @@ def plan_methods(cfg: Config, loaded: LoadedModel, notices: list[str] | None = N
                               f"{ATTENTION_HELP}")
         method = create_method(mc.name, loaded.model, layers, mc.options, key=key)
         if cls.needs_layer:
-            _check_feature_maps(loaded, layers, key, method.opts)
+            _check_feature_maps(loaded, probe, layers, key, method.opts)
         planned.append(PlannedMethod(mc.name, method, list(layers) if cls.needs_layer else [None],
                                      method.opts))
-    _check_gradients(loaded, [pm.name for pm in planned if pm.method.uses_gradients])
+    _check_gradients(probe, [pm.name for pm in planned if pm.method.uses_gradients])
     return planned
 
 
-def _check_gradients(loaded: LoadedModel, names: list[str]) -> None:
+def _check_gradients(probe: ModelProbe, names: list[str]) -> None:
     """Gradient methods need the output to depend on the input through autograd: refuse a model whose
     forward detaches it (``.detach()``, ``torch.no_grad()``, NumPy) now, with one line, not mid-run."""
-    if not names:
+    if not names or probe.output_requires_grad:
         return
-    param = next(loaded.model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.zeros((1, *loaded.input_shape), device=device, requires_grad=True)
-    with torch.enable_grad():
-        out = loaded.model(x)
-    if isinstance(out, torch.Tensor) and not out.requires_grad:
-        raise ModelError(f"{', '.join(names)} need{'s' if len(names) == 1 else ''} gradients, but the "
-                         "model's output is detached from its input (its forward uses .detach(), "
-                         "torch.no_grad() or non-torch code); use scorecam, which needs no gradients, or fix "
-                         "the model")
+    need = f"{', '.join(names)} need{'s' if len(names) == 1 else ''} gradients"
+    if probe.grad_error is not None:
+        raise ModelError(f"{need}, but the model fails when its input requires gradients "
+                         f"({probe.grad_error}); use scorecam, which needs no gradients, or fix the model")
+    raise ModelError(f"{need}, but the model's output is detached from its input (its forward uses "
+                     ".detach(), torch.no_grad() or non-torch code); use scorecam, which needs no gradients, "
+                     "or fix the model")
 
 
-def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str, options: dict) -> None:
+def _check_feature_maps(loaded: LoadedModel, probe: ModelProbe, layers: list[str], key: str,
+                        options: dict) -> None:
     """Layer methods need a spatial map - (C, h, w), channels-last (h, w, C) or tokens (T, D) with a patch
     grid (:mod:`xaicli.models.layout`, the method's ``layer_layout`` / ``grid`` options): refuse e.g. a
-    Linear layer now, not mid-run."""
-    infos = {i.name: i for i in describe_layers(loaded.model, loaded.input_shape, names=layers)}
+    Linear layer now, not mid-run. Shapes come from the model's probe forward pass."""
     for j, name in enumerate(layers):
-        info = infos[name]
-        if not info.hooked:  # inside a compiled TorchScript call: the method gives the precise error
+        info = probe.layer(name)
+        if info is None or not info.hooked:  # inside a compiled TorchScript call: the method says it
             continue
         if info.order < 0:
             raise ConfigError(f"{key}.layers[{j}]", f"layer {name!r} is not called by the model's forward "

@@ -23,10 +23,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from xaicli.engine.decode import Reserve, load_image
+from xaicli.engine.decode import Reserve, decode_pixels, unit_float
 from xaicli.errors import ImageDecodeError
 from xaicli.models.loader import LoadedModel, channels_of
 from xaicli.models.transform import UserTransform
+from xaicli.timing import NullClock, StageClock
+
+_NO_CLOCK = NullClock()
 
 
 @dataclass(frozen=True)
@@ -57,19 +60,26 @@ class Preprocess:
         side = 2 * max(self.size)
         return side, side
 
-    def load(self, path: str, reserve: Reserve | None = None) -> Tensor:
+    def load(self, path: str, reserve: Reserve | None = None, clock: StageClock | None = None,
+             fast: bool | None = None) -> Tensor:
         """File -> (C, H, W) float32 in [0, 1] at model-input size. Raises ImageDecodeError.
 
         Large images are decoded reduced to :attr:`decode_size` (see :mod:`xaicli.engine.decode`);
-        ``reserve`` is the decode-memory budget's context manager factory."""
-        arr = load_image(path, self.mode, self.alpha_background, self.decode_size, reserve)  # (h, w, C)
-        if self.transform is not None:
-            try:
-                return self._user_transform(arr)
-            except Exception as err:  # the user's pipeline failed on this image: a per-image failure
-                raise ImageDecodeError(f"preprocess.transform failed: {type(err).__name__}: {err}") from err
-        img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]  # (1, C, h, w)
-        return self.resize_tensor(img)[0]
+        ``reserve`` is the decode-memory budget's context manager factory; ``clock`` records the
+        ``decode`` and ``resize`` stages; ``fast`` as in :func:`~xaicli.engine.decode.decode_pixels`."""
+        clock = clock or _NO_CLOCK
+        with clock.worker("decode"):
+            arr = unit_float(decode_pixels(path, self.mode, self.alpha_background, self.decode_size, reserve,
+                                           fast=fast))  # (h, w, C), any layout
+        with clock.worker("resize"):
+            if self.transform is not None:
+                try:
+                    return self._user_transform(arr)
+                except Exception as err:  # the user's pipeline failed on this image: a per-image failure
+                    raise ImageDecodeError(f"preprocess.transform failed: {type(err).__name__}: {err}"
+                                           ) from err
+            img = torch.from_numpy(arr).permute(2, 0, 1)[None]  # (1, C, h, w)
+            return self.resize_tensor(img)[0]
 
     def _user_transform(self, arr: np.ndarray) -> Tensor:
         """The user's pipeline on the decoded image as a PIL image (8 bits a channel, as PIL opens it)."""

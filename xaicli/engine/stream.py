@@ -55,18 +55,24 @@ def explain_images(explainer: Explainer, images: Tensor, note: Note = _ignore, *
 
 def explain_items(explainer: Explainer, items: Sequence[InputImage], note: Note = _ignore, *,
                   predict_only: bool = False) -> Iterator[ExplainedBatch]:
-    """Decode ``items`` ``batching.batch_size`` at a time (ahead of the model, on worker threads) and
-    yield each batch explained. Unreadable images, and images that do not fit in memory even alone, come
+    """Decode ``items`` ``batching.batch_size`` at a time (ahead of the model, on worker threads; the first
+    and last batches of ``batching.call_size``, :func:`~xaicli.engine.loader.chunk_sizes`) and yield each
+    batch explained. Unreadable images, and images that do not fit in memory even alone, come
     back as ``failures``; nothing is raised for them."""
     pin = explainer.device.type == "cuda"
-    for batch in iter_batches(items, explainer.pre, explainer.batching.batch_size, explainer.cfg.run.workers,
-                              pin_memory=pin):
+    clock = explainer.clock
+    batching = explainer.batching
+    for batch in iter_batches(items, explainer.pre, batching.batch_size, explainer.cfg.run.workers,
+                              pin_memory=pin, clock=clock, device_type=explainer.device.type,
+                              ramp=batching.call_size):
         failures = list(batch.failures)
         if batch.images is None:
             yield ExplainedBatch([], None, None, failures)
             continue
         try:
-            result = explain_images(explainer, batch.images, note, predict_only=predict_only)
+            with clock.foreground("engine"):
+                result = explain_images(explainer, batch.images, note, predict_only=predict_only)
+                explainer.synchronize()
         except OutOfMemoryAtMinimum as err:  # nothing left to halve: they fail, the run goes on
             yield ExplainedBatch([], None, None, failures + [(it, str(err)) for it in batch.items])
             continue

@@ -1,4 +1,4 @@
-"""Layer listing and the default layer choice, from one hooked dummy forward pass.
+"""Layer lookup, listing and the default layer choice, from the probe forward pass (:mod:`.probe`).
 
 Each listed layer carries the :class:`~xaicli.models.layout.Layout` inferred for its output (NCHW map,
 channels-last map, token sequence), which is what ``xaicli layers`` shows and what the default CAM layer
@@ -7,26 +7,20 @@ is chosen from (:func:`default_layer`).
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from xaicli.errors import ModelError, UnknownNameError
-from xaicli.models.layout import Layout, infer_layout, is_channels_last_norm, prefix_tokens, resolve_layout
+from xaicli.errors import UnknownNameError
+from xaicli.models.layout import Layout, is_channels_last_norm, prefix_tokens, resolve_layout
+from xaicli.models.probe import ORIGINAL_TYPE, LayerInfo, probe_model, type_name
 
-ORIGINAL_TYPE = "_xaicli_original_type"
-"""Attribute holding a module's original class name where loading replaced the class (``torch.export``
-programs become ``InterpreterModule`` s); read by :func:`type_name`."""
+__all__ = ["ORIGINAL_TYPE", "LayerInfo", "default_layer", "default_layer_of", "describe_layers",
+           "find_module", "last_transformer_block", "layer_layout", "negative_fractions", "type_name"]
 
 REARRANGING = ("Permute", "Flatten", "Unflatten")
 """Modules that only move values around; the default layer is the module that computed them."""
-
-
-def type_name(module: nn.Module) -> str:
-    """The module's class name, or its original one (see :data:`ORIGINAL_TYPE`)."""
-    return getattr(module, ORIGINAL_TYPE, None) or type(module).__name__
 
 
 def find_module(model: nn.Module, name: str, key: str | None = None) -> nn.Module:
@@ -37,66 +31,13 @@ def find_module(model: nn.Module, name: str, key: str | None = None) -> nn.Modul
     return modules[name]
 
 
-@dataclass
-class LayerInfo:
-    name: str
-    type: str
-    shape: tuple[int, ...] | None  # output shape for one input image, None if not called
-    order: int  # position in execution order (-1: never called)
-    hooked: bool = True  # False: the module refused a hook (its shape and order are unknown)
-    layout: Layout | None = None  # how its output reads as a (C, h, w) map; None: not spatial
-
-    @property
-    def map_shape(self) -> tuple[int, int, int] | None:
-        """(C, h, w) of the map its output gives (after the layout step), None when not spatial."""
-        return self.layout.nchw_shape(self.shape) if self.layout and self.shape else None
-
-
 def describe_layers(model: nn.Module, input_shape: tuple[int, int, int],
                     names: Collection[str] | None = None) -> list[LayerInfo]:
-    """Every named module (or those in ``names``) with its output shape for a (C, H, W) input, in
-    definition order. The dummy input goes to the model's device; modules that refuse hooks (inside a
-    compiled TorchScript call) are listed with no shape."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    order: dict[str, int] = {}
-    counter = [0]
-    handles = []
-
-    def make(name: str):
-        def hook(_m: nn.Module, _i: tuple, out: object) -> None:
-            if isinstance(out, Tensor):
-                shapes[name] = tuple(out.shape[1:])
-            counter[0] += 1
-            order[name] = counter[0]  # containers finish after their children
-
-        return hook
-
-    wanted = [(n, m) for n, m in model.named_modules() if n and (names is None or n in names)]
-    refused: set[str] = set()
-    try:
-        for name, module in wanted:
-            try:
-                handles.append(module.register_forward_hook(make(name)))
-            except (RuntimeError, AttributeError, ModelError):
-                refused.add(name)
-        first = next(iter(model.parameters()), None)
-        device = first.device if first is not None else torch.device("cpu")
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    prefix = prefix_tokens(model)
-    size = (int(input_shape[-2]), int(input_shape[-1]))
-    infos = []
-    for n, m in wanted:
-        shape, kind = shapes.get(n), type_name(m)
-        layout = None
-        if shape is not None:
-            layout = infer_layout(shape, size, prefix=prefix,
-                                  channels_last=is_channels_last_norm(m, shape, kind))
-        infos.append(LayerInfo(n, kind, shape, order.get(n, -1), n not in refused, layout))
-    return infos
+    """Every named module (or those in ``names``) with its output shape and inferred layout for a
+    (C, H, W) input, in definition order, from one probe forward pass
+    (:func:`~xaicli.models.probe.probe_model`; a loaded model already has one: ``LoadedModel.probe``).
+    Modules that refuse hooks (inside a compiled TorchScript call) are listed with no shape."""
+    return [i for i in probe_model(model, input_shape).layers if names is None or i.name in names]
 
 
 def negative_fractions(model: nn.Module, layers: Collection[str], probe: Tensor) -> dict[str, float]:
@@ -127,7 +68,13 @@ def negative_fractions(model: nn.Module, layers: Collection[str], probe: Tensor)
 
 
 def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | None:
-    """The layer CAM methods explain when the config names none.
+    """The layer CAM methods explain when the config names none (:func:`default_layer_of` on one probe
+    forward pass)."""
+    return default_layer_of(model, describe_layers(model, input_shape))
+
+
+def default_layer_of(model: nn.Module, infos: Sequence[LayerInfo]) -> str | None:
+    """The default CAM layer of ``model`` among ``infos`` (its probe's layers):
 
     * A vision transformer (a stack of blocks that output tokens, see :func:`last_transformer_block`):
       the last block's first norm - torchvision ViT's ``encoder.layers.encoder_layer_11.ln_1``, timm's
@@ -139,7 +86,6 @@ def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | 
       executed map with h, w > 1, the outermost one (shortest name) is chosen, so ``layer4`` wins over
       ``layer4.1.relu``; adaptive pools and pure rearrangements (``Permute``, ``Flatten``) are skipped.
     """
-    infos = describe_layers(model, input_shape)
     block = last_transformer_block(model, infos)
     if block is not None:
         norms = [f"{block}.{n}" for n, child in find_module(model, block).named_children()
@@ -158,7 +104,7 @@ def default_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | 
     return min(same, key=lambda i: (i.name.count("."), -i.order)).name
 
 
-def last_transformer_block(model: nn.Module, infos: list[LayerInfo]) -> str | None:
+def last_transformer_block(model: nn.Module, infos: Sequence[LayerInfo]) -> str | None:
     """The last block of the model's transformer stack, if it has one.
 
     A stack is a container whose children (two or more) have one type and output token sequences of one

@@ -14,11 +14,13 @@ everything downstream sees a ``(B, N)`` tensor and the layer names stay the mode
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,9 @@ from torch import nn
 from xaicli.config import Config, ModelConfig
 from xaicli.errors import ConfigError, ModelError, UnknownNameError
 from xaicli.models.builtin import BUILTIN_MODELS
+from xaicli.models.probe import ModelProbe, probe_model
 from xaicli.models.transform import UserTransform, load_transform
+from xaicli.timing import NullClock, StageClock
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,6 +67,7 @@ class LoadedModel:
     resize_size: int | None = None
     interpolation: str = "bilinear"
     transform: UserTransform | None = field(default=None, repr=False)
+    probe: ModelProbe | None = field(default=None, repr=False)  # the one probe forward pass at load time
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -167,12 +172,41 @@ def _torchvision(cfg: ModelConfig, checkpoint: Path | None) -> nn.Module:
     state = _read_state_dict(checkpoint) if checkpoint else None
     num_classes = cfg.num_classes
     if num_classes is None and state is not None:
-        num_classes = _head_size(state, torchvision.models.get_model(cfg.name, **kwargs))
+        skeleton = _skeleton(lambda: torchvision.models.get_model(cfg.name, **kwargs))
+        num_classes = _head_size(state, skeleton or torchvision.models.get_model(cfg.name, **kwargs))
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    model = torchvision.models.get_model(cfg.name, **kwargs)
-    if state is not None:
-        _load_weights(model, state, checkpoint)
+    build = functools.partial(torchvision.models.get_model, cfg.name, **kwargs)
+    if state is None:
+        return build()
+    return _with_weights(build, state, checkpoint)
+
+
+def _skeleton(build: Callable[[], nn.Module]) -> nn.Module | None:
+    """The model built on the meta device (shapes only: no weights are initialised); None when its
+    constructor needs real tensors."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except Exception:  # a constructor computing with tensor values (.item(), NumPy) cannot run on meta
+        return None
+
+
+def _with_weights(build: Callable[[], nn.Module], state: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    """The model with the checkpoint's weights. Initialising weights the checkpoint replaces costs more
+    than loading it (ResNet-18: ~0.15 s of CPU), so when the checkpoint matches the model exactly (names,
+    shapes, dtypes; contiguous tensors) the model is built on the meta device and given the checkpoint's
+    tensors; otherwise it is built and loaded the ordinary way (which also reports any mismatch)."""
+    skeleton = _skeleton(build)
+    own = skeleton.state_dict() if skeleton is not None else {}
+    same = own.keys() == state.keys() and all(
+        own[k].shape == v.shape and own[k].dtype == v.dtype and v.is_contiguous() for k, v in state.items())
+    if same:
+        skeleton.load_state_dict(state, strict=True, assign=True)
+        if not any(t.is_meta for t in (*skeleton.parameters(), *skeleton.buffers())):
+            return skeleton
+    model = build()
+    _load_weights(model, state, path)
     return model
 
 
@@ -293,17 +327,6 @@ def _torchvision_pretrained(name: str, kwargs: dict[str, Any]) -> tuple[nn.Modul
                           resize_size=int(t.resize_size[0]), interpolation=interpolation)
 
 
-def _logits_only(_module: nn.Module, _inputs: tuple, output: Any) -> Any:
-    """Forward hook for Hugging Face classifiers: their ``ModelOutput`` -> its ``logits`` tensor."""
-    return output["logits"] if isinstance(output, dict) and "logits" in output else output.logits
-
-
-def _has_logits(out: Any) -> bool:
-    if isinstance(out, dict):
-        return isinstance(out.get("logits"), torch.Tensor)
-    return isinstance(getattr(out, "logits", None), torch.Tensor)
-
-
 def _classes(cfg: Config, default: list[str] | None, n_out: int | None) -> list[str]:
     value = cfg.model.classes
     if isinstance(value, str):
@@ -316,8 +339,22 @@ def _classes(cfg: Config, default: list[str] | None, n_out: int | None) -> list[
     return [str(i) for i in range(n_out or 0)]
 
 
-def load_model(cfg: Config) -> LoadedModel:
-    """Build the model in eval mode on the CPU, with its classes and preprocessing resolved."""
+def load_model(cfg: Config, keep_probe_outputs: bool = False, clock: StageClock | None = None
+               ) -> LoadedModel:
+    """Build the model in eval mode on the CPU, with its classes and preprocessing resolved, and probe it
+    once (:func:`~xaicli.models.probe.probe_model`; ``keep_probe_outputs``: keep every module's output,
+    for the batch-norm folding check). ``clock`` records the ``model`` and ``probe`` stages."""
+    clock = clock or NullClock()
+    with clock.foreground("model"):
+        model, builtin, feeding, probe_batch = _build(cfg)
+    with clock.foreground("probe"):
+        return _resolve(cfg, model, builtin, feeding, probe_batch, keep_probe_outputs)
+
+
+def _build(cfg: Config) -> tuple[nn.Module, Any, Feeding, int]:
+    """The model in eval mode with its weights, its builtin spec (None unless ``source: builtin``), the
+    model's own preprocessing defaults, and the batch size of the probe forward pass (an exported
+    program's is one more than it was traced with, which proves its batch dimension is dynamic)."""
     m = cfg.model
     checkpoint = cfg.resolve_path(m.checkpoint) if m.checkpoint else None
     builtin = None
@@ -353,16 +390,23 @@ def load_model(cfg: Config) -> LoadedModel:
         model = _factory(m.factory, cfg.base_dir)
         if checkpoint:
             _load_weights(model, _read_state_dict(checkpoint), checkpoint)
-    model.eval()
+    return model.eval(), builtin, feeding, probe_batch
+
+
+def _resolve(cfg: Config, model: nn.Module, builtin: Any, feeding: Feeding, probe_batch: int,
+             keep_probe_outputs: bool) -> LoadedModel:
+    """Preprocessing and classes resolved against the model's probe (which also proves the input shape
+    works and gives a Hugging Face ``ModelOutput`` its ``.logits`` hook, :mod:`.probe`)."""
     feeding, transform = _configured(cfg, feeding)
     channels = channels_of(feeding.mode)
-    n_out = _output_size(model, channels, feeding.size, batch=probe_batch)
+    probe = probe_model(model, (channels, *feeding.size), keep_outputs=keep_probe_outputs, batch=probe_batch)
+    n_out = probe.num_outputs
     classes = _classes(cfg, list(builtin.classes) if builtin else None, n_out)
-    if n_out is not None and len(classes) != n_out:
+    if len(classes) != n_out:
         raise ConfigError("model.classes", f"{len(classes)} class names for a model with {n_out} outputs")
     f, default = feeding, builtin.default_layer if builtin else None
     return LoadedModel(model, classes, f.size, f.mode, f.mean, f.std, default, f.resize, f.resize_size,
-                       f.interpolation, transform)
+                       f.interpolation, transform, probe)
 
 
 def _configured(cfg: Config, model_default: Feeding) -> tuple[Feeding, UserTransform | None]:
@@ -400,30 +444,6 @@ def _configured(cfg: Config, model_default: Feeding) -> tuple[Feeding, UserTrans
                           "the shorter side must be at least the crop size")
     interpolation = p.interpolation or model_default.interpolation
     return Feeding(size, mode, mean, std, resize, resize_size, interpolation), transform
-
-
-def _output_size(model: nn.Module, channels: int, size: tuple[int, int], batch: int = 1) -> int | None:
-    """Number of classes, from one dummy forward pass (which also proves the input shape works). A model
-    returning a Hugging Face ``ModelOutput`` gets the :func:`_logits_only` hook first."""
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(batch, channels, *size))
-    except SystemExit as err:
-        raise ModelError(f"the model called exit({err.code!r}) in its forward pass") from err
-    except Exception as err:  # any model error here means "this input shape does not fit the model"
-        hint = ("; an exported program needs a dynamic batch size: torch.export.export(model, (x,), "
-                "dynamic_shapes={'x': {0: torch.export.Dim('batch')}})" if batch > 1 else "")
-        shape = f"{batch}x" if batch > 1 else ""
-        raise ModelError(f"the model fails on a {shape}{channels}x{size[0]}x{size[1]} input "
-                         f"({type(err).__name__}: {err}); check preprocess.size and preprocess.mode{hint}"
-                         ) from err
-    if not isinstance(out, torch.Tensor) and _has_logits(out):
-        model.register_forward_hook(_logits_only)
-        out = _logits_only(model, (), out)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ModelError("the model must return class scores of shape (batch, classes) (or an object with "
-                         f".logits); got {getattr(out, 'shape', type(out).__name__)}")
-    return int(out.shape[1])
 
 
 def select_device(name: str) -> torch.device:

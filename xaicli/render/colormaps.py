@@ -54,13 +54,16 @@ def resolve(name: str, signed: bool) -> str:
     return SIGNED_DEFAULT if signed and name not in DIVERGING else name
 
 
-def colour_index(values: Tensor, signed: bool = False) -> Tensor:
+def colour_index(values: Tensor, signed: bool = False, dtype: torch.dtype | None = None) -> Tensor:
     """Values in [0, 1] ([-1, 1] when ``signed``; outside is clipped) -> int64 table rows 0..255.
 
     Signed values are shifted by (v + 1) / 2 first, so 0 lands on row round(127.5) = 128, the middle.
+    ``dtype``: the integer type of the rows (default int64, what indexing wants; int32 for index_select).
     """
     v = (values.float() + 1) / 2 if signed else values.float()
-    return (v.clamp(0, 1) * 255).round().long()
+    import torch
+
+    return v.clamp(0, 1).mul_(255).round_().to(dtype or torch.int64)  # in place on clamp's copy
 
 
 def apply_colormap(maps: Tensor, name: str, signed: bool = False) -> Tensor:

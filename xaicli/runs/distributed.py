@@ -45,6 +45,7 @@ from pathlib import Path
 from xaicli.config import Config
 from xaicli.errors import ExitCode
 from xaicli.outputs.layout import MANIFEST, RUN_JSON
+from xaicli.timing import StageClock
 
 SHARD_MANIFEST = "manifest.rank{rank}.jsonl"
 SHARD_RUN_JSON = "run.rank{rank}.json"
@@ -139,7 +140,7 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
             if progress is not None:
                 progress.note(f"rank {env.rank} of {env.world_size}: {len(mine)} of {len(items)} image(s)")
             done = [] if overwrite else [outdir / MANIFEST, *_shard_manifests(outdir, exclude=env.rank)]
-            explainer = command_explainer(cfg)
+            explainer = command_explainer(cfg, clock=StageClock())
             summary = explain_shard(cfg, explainer, mine, inputs, outdir, overwrite=overwrite,
                                     progress=progress, manifest_name=SHARD_MANIFEST.format(rank=env.rank),
                                     run_json_name=SHARD_RUN_JSON.format(rank=env.rank), done_manifests=done,

@@ -33,29 +33,35 @@ from xaicli.runs.progress import NullProgress, ProgressSink
 from xaicli.runs.report import write_report
 from xaicli.runs.summary import RunSummary
 from xaicli.runs.write import ExplanationWriter
+from xaicli.timing import StageClock
 
 
 def run_explain(cfg: Config, inputs: Sequence[str], outdir: Path, *, overwrite: bool = False,
-                progress: ProgressSink | None = None, items: Sequence[InputImage] | None = None
-                ) -> tuple[RunSummary | None, ExitCode]:
+                progress: ProgressSink | None = None, items: Sequence[InputImage] | None = None,
+                clock: StageClock | None = None) -> tuple[RunSummary | None, ExitCode]:
     """The whole ``xaicli explain`` command: :func:`explain` in one process, or this rank's part of a
     ``torchrun`` launch (:mod:`.distributed`; only rank 0 reports, the summary is None on the others).
-    ``items``: the inputs already found and OUTDIR already checked (:func:`.preflight.prepare_inputs`)."""
+    ``items``: the inputs already found and OUTDIR already checked (:func:`.preflight.prepare_inputs`);
+    ``clock``: the command's stage clock (:mod:`xaicli.timing`; the CLI's holds its start-up)."""
     from xaicli.runs.distributed import distributed_env, explain_distributed
 
     env = distributed_env()
     if env is None:
-        summary = explain(cfg, inputs, outdir, overwrite=overwrite, progress=progress, items=items)
+        summary = explain(cfg, inputs, outdir, overwrite=overwrite, progress=progress, items=items,
+                          clock=clock)
         return summary, summary.exit_code
     return explain_distributed(cfg, inputs, outdir, env, overwrite=overwrite,
                                progress=progress if env.rank == 0 else None)
 
 
-def command_explainer(cfg: Config, loaded: LoadedModel | None = None, *, fold_batchnorms: bool = True
-                      ) -> Explainer:
+def command_explainer(cfg: Config, loaded: LoadedModel | None = None, *, fold_batchnorms: bool = True,
+                      clock: StageClock | None = None) -> Explainer:
     """The explainer of a command, which owns its model: batch norms folded (unless asked not to), the
-    functional-ReLU patch on, planning warnings kept for the run to report (not printed by Python)."""
-    return Explainer(cfg, loaded, fold_batchnorms=fold_batchnorms, functional_relu=True, emit_warnings=False)
+    functional-ReLU patch on, planning warnings kept for the run to report (not printed by Python), its
+    start-up and loop timed on ``clock`` (a new :class:`~xaicli.timing.StageClock` if none: run.json's
+    ``summary.stages``)."""
+    return Explainer(cfg, loaded, fold_batchnorms=fold_batchnorms, functional_relu=True, emit_warnings=False,
+                     clock=clock if clock is not None else StageClock())
 
 
 @contextmanager
@@ -75,19 +81,25 @@ def reported_warnings(explainer: Explainer, summary: RunSummary, progress: Progr
 @contextmanager
 def locked_outdir(cfg: Config, inputs: Sequence[str], outdir: Path, progress: ProgressSink, *,
                   items: Sequence[InputImage] | None = None, explainer: Explainer | None = None,
-                  fold_batchnorms: bool = True) -> Iterator[tuple[list[InputImage], Explainer]]:
+                  fold_batchnorms: bool = True, clock: StageClock | None = None
+                  ) -> Iterator[tuple[list[InputImage], Explainer]]:
     """The start of a command that writes into OUTDIR, cheapest failure first: the inputs and OUTDIR
     checked (unless ``items`` says that was done, :func:`.preflight.prepare_inputs`), OUTDIR locked when
     it exists already (a busy OUTDIR is refused before the model loads), the explainer built (or
     ``explainer`` reused: one already built for ``cfg``) and its notices shown, OUTDIR created and
     locked. Yields the images and the explainer; the lock is held until the block ends, so everything a
-    command writes (explanations, evaluation, figures, report) is written under it."""
-    items = list(items) if items is not None else prepare_inputs(inputs, outdir, progress.note)
+    command writes (explanations, evaluation, figures, report) is written under it. ``clock``: the
+    command's stage clock (:mod:`xaicli.timing`), for a new explainer."""
+    clock = clock if clock is not None else StageClock()
+    if items is None:
+        with clock.foreground("inputs"):
+            items = prepare_inputs(inputs, outdir, progress.note)
+    items = list(items)
     lock = OutdirLock(outdir)
     try:
         if outdir.is_dir():
             lock.acquire()
-        explainer = explainer or command_explainer(cfg, fold_batchnorms=fold_batchnorms)
+        explainer = explainer or command_explainer(cfg, fold_batchnorms=fold_batchnorms, clock=clock)
         for notice in explainer.notices:
             progress.note(f"notice: {notice}")
         outdir.mkdir(parents=True, exist_ok=True)
@@ -99,15 +111,17 @@ def locked_outdir(cfg: Config, inputs: Sequence[str], outdir: Path, progress: Pr
 
 def explain(cfg: Config, inputs: Sequence[str], outdir: Path, *, overwrite: bool = False,
             progress: ProgressSink | None = None, items: Sequence[InputImage] | None = None,
-            explainer: Explainer | None = None) -> RunSummary:
+            explainer: Explainer | None = None, clock: StageClock | None = None) -> RunSummary:
     """Explain every image under ``inputs`` into ``outdir``, with the figures and report ``cfg`` asks for.
     Per-image failures are recorded in the summary and the manifest, never raised; a problem with the
     inputs, OUTDIR or the config raises :class:`~xaicli.errors.UsageError` before anything is written.
     ``items``: the inputs already found and OUTDIR already checked; ``explainer``: one already built for
-    ``cfg`` (see :func:`locked_outdir`)."""
+    ``cfg`` (see :func:`locked_outdir`); ``clock``: the command's stage clock (:mod:`xaicli.timing`; the
+    CLI's holds its start-up), for a new explainer."""
     progress = progress or NullProgress()
     t0 = time.perf_counter()
-    with locked_outdir(cfg, inputs, outdir, progress, items=items, explainer=explainer) as (items, explainer):
+    with locked_outdir(cfg, inputs, outdir, progress, items=items, explainer=explainer,
+                       clock=clock) as (items, explainer):
         return explain_locked(cfg, explainer, items, inputs, outdir, overwrite=overwrite, progress=progress,
                               t0=t0)
 
@@ -147,13 +161,14 @@ def explain_shard(cfg: Config, explainer: Explainer, items: Sequence[InputImage]
     """
     progress = progress or NullProgress()
     t0 = time.perf_counter() if t0 is None else t0
-    writer = ExplanationWriter(cfg, explainer, outdir, inputs, identity=run_identity(explainer),
-                               overwrite=overwrite, progress=progress,
-                               manifest_name=manifest_name, run_json_name=run_json_name,
-                               done_manifests=done_manifests, announce_to=announce_to,
-                               sweep_temporaries=sweep_temporaries, t0=t0)
-    writer.summary.timings["load_model"] = time.perf_counter() - t0
-    todo = writer.pending(items)
+    with explainer.clock.foreground("identity"):
+        writer = ExplanationWriter(cfg, explainer, outdir, inputs, identity=run_identity(explainer),
+                                   overwrite=overwrite, progress=progress,
+                                   manifest_name=manifest_name, run_json_name=run_json_name,
+                                   done_manifests=done_manifests, announce_to=announce_to,
+                                   sweep_temporaries=sweep_temporaries, t0=t0)
+        writer.summary.timings["load_model"] = time.perf_counter() - t0
+        todo = writer.pending(items)
     with reported_warnings(explainer, writer.summary, progress):
         progress.start(len(todo), "explaining")
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xaicli.config import Config
-from xaicli.models.layers import LayerInfo, default_layer, describe_layers
+from xaicli.models.layers import LayerInfo, default_layer_of
 from xaicli.models.loader import load_model
 
 
@@ -25,7 +25,8 @@ class LayerListing:
 
 
 def list_layers(cfg: Config) -> LayerListing:
+    """The model's modules as its load-time probe saw them (no further forward pass)."""
     loaded = load_model(cfg)
-    shape = loaded.input_shape
-    infos = describe_layers(loaded.model, shape)
-    return LayerListing(shape, loaded.default_layer or default_layer(loaded.model, shape), infos)
+    infos = loaded.probe.layers
+    default = loaded.default_layer or default_layer_of(loaded.model, infos)
+    return LayerListing(loaded.input_shape, default, infos)

@@ -51,6 +51,8 @@ class RunSummary:
     oom_retries: int = 0
     map_stats: dict[str, MapStats] = field(default_factory=dict)  # "method @ layer" -> diagnostics
     warnings: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # the process's CPU time, interpreter start included
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # StageClock.to_dict()
 
     @property
     def exit_code(self) -> ExitCode:
@@ -94,5 +96,6 @@ class RunSummary:
             "timings": {k: round(v, 3) for k, v in self.timings.items()}, "oom_retries": self.oom_retries,
             "flat_maps": {k: s.flat for k, s in self.map_stats.items()},
             "warnings": list(self.warnings),
+            "cpu_seconds": round(self.cpu_seconds, 3), "stages": self.stages,
             "exit_code": int(self.exit_code),
         }

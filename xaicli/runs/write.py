@@ -9,11 +9,13 @@ On entering: leftover temporary files of killed runs are removed, the manifest i
 line cut off; the error rows of images this run retries and the rows of images that changed since are
 dropped, so each explanation and each failed image has one row), and run.json says ``running``.
 
-Per batch: overlays are coloured and blended on the device (only uint8 pixels leave it); PNG/npy
-encoding runs on a writer pool that overlaps the next batch; the batch's manifest rows are appended
-once its files exist (one batch late, so the writes overlap the next batch's compute), as one
-uninterruptible commit (:func:`~xaicli.outputs.interrupts.uninterruptible`). An image whose model output
-is not finite, or whose outputs would land outside OUTDIR, gets an error row instead of files.
+Per batch: overlays are coloured and blended on the device (only uint8 pixels leave it); encoding
+(:mod:`xaicli.outputs.encode`: PNG, JPEG or WebP overlays, ``.npy`` maps) and writing run on a pool of
+codec threads sized by the thread budget (:mod:`xaicli.engine.threads`) while the next batch computes;
+the batch's manifest rows are appended once its files exist (one batch late, so the writes overlap the
+next batch's compute), as one uninterruptible commit (:func:`~xaicli.outputs.interrupts.uninterruptible`).
+An image whose model output is not finite, or whose outputs would land outside OUTDIR, gets an error row
+instead of files. Every step is timed (:mod:`xaicli.timing`; run.json's ``summary.stages``).
 
 On any exit - finished, interrupted, failed - the last batch's rows are committed if its files made it,
 and run.json records what happened (``status``: complete | interrupted | failed) in its ``history``.
@@ -23,18 +25,21 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from xaicli import __version__
 from xaicli.config import Config
 from xaicli.engine import ExplainedBatch, Explainer, flat_maps
 from xaicli.engine.discover import InputImage, true_label
+from xaicli.engine.threads import codec_thread_initializer, restore_intra_op, thread_budget
 from xaicli.outputs import atomic
+from xaicli.outputs.encode import OVERLAY_ENCODERS, encode_npy
 from xaicli.outputs.fingerprint import RunIdentity, check_resume, map_key
 from xaicli.outputs.interrupts import uninterruptible
 from xaicli.outputs.layout import MANIFEST, RUN_JSON, OutsideOutdirError, output_path, output_stem
@@ -44,6 +49,7 @@ from xaicli.outputs.run_json import HISTORY_LIMIT, previous_history, read_run_js
 from xaicli.render.overlay import overlay
 from xaicli.runs.progress import NullProgress, ProgressSink
 from xaicli.runs.summary import RunSummary
+from xaicli.timing import StageClock
 
 NOT_FINITE = "the model's output for this image is not finite (NaN or inf logits); nothing was written"
 
@@ -140,8 +146,10 @@ class ExplanationWriter:
         self.run_info.update(status="running", history=[*self.history, entry][-HISTORY_LIMIT:])
         for name in (self.run_json_name, *self.announce_to):  # before the manifest is truncated (--overwrite)
             write_run_json(self.outdir, self.run_info, name)
-        self._pool = ThreadPoolExecutor(max_workers=max(2, min(8, (torch.get_num_threads() or 2))),
-                                        thread_name_prefix="xaicli-write")
+        clock = self.explainer.clock
+        self._threads = thread_budget(self.explainer.device.type)
+        self._pool = ThreadPoolExecutor(max_workers=self._threads.write, thread_name_prefix="xaicli-write",
+                                        initializer=codec_thread_initializer(clock))
         self._manifest = ManifestWriter(manifest, fresh=self.overwrite)
         self._t_loop = time.perf_counter()
         return self
@@ -174,8 +182,13 @@ class ExplanationWriter:
         failures += [(item, why) for item, why in zip(batch.items, writable, strict=True) if why is not None]
         images = batch.images.to(ex.device, non_blocking=True)
         futures, rows = [], []
-        write = self._pool.submit
+        clock = ex.clock
+        encode_overlay = OVERLAY_ENCODERS[out.overlay_format]
         tolerance = {pm.name: pm.options.get("tolerance") for pm in ex.methods}
+
+        def write(path: Path, encode, pixels) -> Future:
+            return self._pool.submit(_store, clock, path, encode, pixels)
+
         for (method, layer), m in result.maps.items():
             fingerprint = self.fingerprints[map_key(method, layer)]
             bad_maps = ~torch.isfinite(m).flatten(2).all(dim=2)  # (B, K)
@@ -183,10 +196,11 @@ class ExplanationWriter:
                 m = torch.nan_to_num(m, nan=0.0, posinf=1.0, neginf=0.0)
             bad = bad_maps.cpu().tolist()
             segments = result.segments.get(method) if out.segments else None
-            flat = flat_maps(m, images)  # (B, K): nothing to show; drawn neutral, flagged, counted
-            over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale, flat,
-                           segments).cpu().numpy() if out.overlays else None
-            arr = m.cpu().numpy() if out.maps else None
+            with clock.foreground("colour"):
+                flat = flat_maps(m, images)  # (B, K): nothing to show; drawn neutral, flagged, counted
+                over = overlay(images, m, out.colormap, out.alpha, ex.is_signed(method), out.overlay_scale,
+                               flat, segments).cpu().numpy() if out.overlays else None
+                arr = m.cpu().numpy() if out.maps else None
             extras = {name: v.float().cpu().tolist() for (meth, name), v in result.extras.items()
                       if meth == method}
             extras["flat"] = flat.cpu().tolist()
@@ -210,13 +224,13 @@ class ExplanationWriter:
                         row.warning = "the map has non-finite values (NaN or inf), drawn and saved as 0 / 1"
                         self._nonfinite_maps += 1
                     if over is not None:
-                        path = output_path(self.outdir, f"{stem}.png", image_outputs=True)
+                        path = output_path(self.outdir, f"{stem}.{out.overlay_format}", image_outputs=True)
                         row.overlay = path.relative_to(self.outdir).as_posix()
-                        futures.append(write(atomic.write_png, path, over[b, k]))
+                        futures.append(write(path, encode_overlay, over[b, k]))
                     if arr is not None:
                         path = output_path(self.outdir, f"{stem}.npy", image_outputs=True)
                         row.map = path.relative_to(self.outdir).as_posix()
-                        futures.append(write(atomic.write_npy, path, arr[b, k]))
+                        futures.append(write(path, encode_npy, arr[b, k]))
                     stats.add(row.extras["flat"], row.extras.get("ig_delta_rel"))
                     rows.append(row)
         return futures, rows
@@ -235,12 +249,15 @@ class ExplanationWriter:
     def _commit(self) -> None:
         """Wait for the pending batch's files, then append its rows: all of them, once, even if a signal
         arrives meanwhile (it is raised after the commit)."""
+        clock = self.explainer.clock
         with uninterruptible():
             futures, rows = self._pending
             self._pending = None
-            for f in futures:
-                f.result()  # re-raises a write error (disk full, permissions): not a per-image problem
-            self._manifest.write(rows)
+            with clock.foreground("wait_write"):
+                for f in futures:
+                    f.result()  # re-raises a write error (disk full, permissions): not a per-image problem
+            with clock.foreground("manifest"):
+                self._manifest.write(rows)
         self.summary.rows_written += sum(1 for r in rows if r.ok)  # error rows are counted as failures
 
     # --- after the loop ---------------------------------------------------------------------------------
@@ -257,6 +274,7 @@ class ExplanationWriter:
         if exc_type is None:
             self.summary.timings["explain"] = time.perf_counter() - self._t_loop
         self._pool.shutdown(wait=True)
+        restore_intra_op(self._threads.intra_op)
         try:
             if self._pending is not None and all(f.exception() is None for f in self._pending[0]):
                 self._commit()  # interrupted or failed after the last batch was computed: its files exist
@@ -269,6 +287,8 @@ class ExplanationWriter:
             self.progress.note(f"warning: {self._nonfinite_maps} map(s) had non-finite values (NaN or inf); "
                                "their rows carry a 'warning'")
         self.summary.seconds = time.perf_counter() - self._t0
+        self.summary.cpu_seconds = time.process_time()
+        self.summary.stages = self.explainer.clock.to_dict()
         self.summary.diagnose()
         finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         summary = self.summary.to_dict()
@@ -284,12 +304,18 @@ class ExplanationWriter:
                 raise  # otherwise the run's own error is the one to report; run.json still says running
 
 
+def _store(clock: StageClock, path: Path, encode: Callable[[np.ndarray], bytes], array: np.ndarray) -> None:
+    """Encode ``array`` and write it to ``path`` atomically (on a codec thread; both steps timed)."""
+    with clock.worker("encode"):
+        data = encode(array)
+    with clock.worker("write"):
+        atomic.write_bytes(path, data)
+
+
 def run_record(cfg: Config, explainer: Explainer, inputs: Sequence[str], identity: RunIdentity
                ) -> dict[str, Any]:
     """run.json before the run: resolved config, versions, device, the model and its digest, the run's
     fingerprints, and how the engine prepared the model."""
-    import torchvision
-
     loaded = explainer.loaded
     resolved = cfg.to_dict()
     resolved["preprocess"].update(size=list(loaded.size), mode=loaded.mode, mean=list(loaded.mean),
@@ -297,8 +323,9 @@ def run_record(cfg: Config, explainer: Explainer, inputs: Sequence[str], identit
     resolved["methods"] = [{"name": pm.name, "layers": pm.layers, "options": pm.options}
                            for pm in explainer.methods]
     b = explainer.batching
+    threads = thread_budget(explainer.device.type, cfg.run.workers)
     return {
-        "xaicli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "xaicli": __version__, "torch": torch.__version__, "torchvision": _version("torchvision"),
         "python": platform.python_version(), "platform": platform.platform(),
         "device": str(explainer.device),
         "device_name": torch.cuda.get_device_name(explainer.device) if explainer.device.type == "cuda"
@@ -312,5 +339,15 @@ def run_record(cfg: Config, explainer: Explainer, inputs: Sequence[str], identit
         "engine": {"channels_last": explainer.channels_last, "folded_batchnorms": len(explainer.folded),
                    "compiled_modules": explainer.compiled, "cpu_micro_batch": b.micro_batch,
                    "call_size": b.initial.get("call_size"), "chunk_sizes": b.initial.get("chunk_sizes"),
-                   "inner_chunks": b.capped},
+                   "inner_chunks": b.capped, "threads": threads.to_dict()},
     }
+
+
+def _version(distribution: str) -> str | None:
+    """An installed distribution's version, without importing it (torchvision costs a second to import)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
