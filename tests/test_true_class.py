@@ -76,7 +76,8 @@ def _rows(outdir):
     return [r for r in read_rows(outdir / "manifest.jsonl") if r.ok]
 
 
-def test_true_class_with_slot_names_from_folder_labels(tmp_path, cli, write_config, tiny_config, labelled_tree):
+def test_true_class_with_slot_names_from_folder_labels(tmp_path, cli, write_config, tiny_config,
+                                                       labelled_tree):
     cfg = dict(tiny_config, targets={"topk": 2, "true_class": True}, output={"names": "slot"})
     out = tmp_path / "out"
     res = cli("explain", labelled_tree, "-c", write_config(tmp_path, cfg), "-o", out, "--json")
@@ -91,7 +92,7 @@ def test_true_class_with_slot_names_from_folder_labels(tmp_path, cli, write_conf
         assert true.target == TINY_CLASSES.index(name.split("/")[0]) and true.label == name.split("/")[0]
         assert true.overlay == f"{name}/gradcam/features.1.conv/true.png" and true.rank is None
     misc = sorted(p.name for p in (out / "misc/d.png/gradcam/features.1.conv").iterdir())
-    assert misc == ["top1.npy", "top1.png", "top2.npy", "top2.png"]  # no label: no true map, the rest is there
+    assert misc == ["top1.npy", "top1.png", "top2.npy", "top2.png"]  # no label: no true map; the rest
     assert summary["unlabelled"] == 1 and summary["unlabelled_images"] == ["misc/d.png"]
     assert sum("misc/d.png" in w and "no known label" in w for w in summary["warnings"]) == 1
     # accuracy: the top-1 row's class against the label, over the three labelled images
@@ -127,7 +128,8 @@ def test_labels_csv_wins_over_folders_and_accepts_indices(tmp_path, cli, write_c
     ("name,class\ncat/a.png,cat\n", ["image,label"]),
     ("image,label\ncat/a.png,cat\ncat/a.png,dog\n", ["row 3", "listed again"]),
 ])
-def test_a_bad_labels_file_is_a_usage_error(tmp_path, cli, write_config, tiny_config, image_tree, text, needle):
+def test_a_bad_labels_file_is_a_usage_error(tmp_path, cli, write_config, tiny_config, image_tree, text,
+                                            needle):
     (tmp_path / "labels.csv").write_text(text, encoding="utf-8")
     cfg = dict(tiny_config, targets={"true_class": True, "labels": "labels.csv"})
     res = cli("explain", image_tree, "-c", write_config(tmp_path, cfg), "-o", tmp_path / "out")
@@ -148,7 +150,8 @@ def test_a_missing_labels_file_is_a_config_error(tmp_path):
 # --- identity: labels and naming are part of the run -------------------------------------------------------
 
 
-def test_labels_file_and_naming_are_part_of_the_identity(tmp_path, cli, write_config, tiny_config, image_tree):
+def test_labels_file_and_naming_are_part_of_the_identity(tmp_path, cli, write_config, tiny_config,
+                                                         image_tree):
     labels = tmp_path / "labels.csv"
     labels.write_text("image,label\ncat/a.png,fish\n", encoding="utf-8")
     cfg = dict(tiny_config, targets={"topk": 1, "true_class": True, "labels": "labels.csv"},
