@@ -59,8 +59,8 @@ def _root(
              "  xaicli explain sample_images -c configs/fashion_mnist.yaml -o out\n\n"
              "  xaicli explain photos/ cat.jpg -c my.yaml -o out -m gradcam -m scorecam -l layer4 -k 3\n\n"
              "  xaicli explain imgs -c my.yaml -o out --quiet --json > summary.json\n\n"
-             "  xaicli explain golden/ -c ci.yaml -o out --junit reports/explain.xml --markdown summary.md "
-             "&& cat summary.md >> \"$GITHUB_STEP_SUMMARY\"\n\n"
+             "  xaicli explain golden/ -c ci.yaml -o out --junit reports/explain.xml --markdown summary.md; "
+             "code=$?; cat summary.md >> \"$GITHUB_STEP_SUMMARY\"; exit $code\n\n"
              "(ci.yaml with `targets: {topk: 3, true_class: true}` and `output: {names: slot}`: maps of the "
              "labelled class and file names that do not change when a prediction does.)\n\n"
              + EXIT_CODES_HELP)
