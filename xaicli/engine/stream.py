@@ -39,11 +39,13 @@ def explain_images(explainer: Explainer, images: Tensor, note: Note = _ignore, *
     while start < n:
         size = min(explainer.batching.call_size, n - start)
         try:
+            piece = images[start : start + size]
             if predict_only:
-                parts.append(explainer.predict_batch(images[start : start + size]))
+                parts.append(explainer.predict_batch(piece))
+            elif labels is None:  # the one-argument call every explainer-like object answers
+                parts.append(explainer.explain_batch(piece))
             else:
-                part_labels = None if labels is None else labels[start : start + size]
-                parts.append(explainer.explain_batch(images[start : start + size], part_labels))
+                parts.append(explainer.explain_batch(piece, labels[start : start + size]))
         except RuntimeError as err:  # torch.OutOfMemoryError is one
             if not is_oom(err):
                 raise
