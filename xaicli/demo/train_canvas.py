@@ -32,7 +32,7 @@ from torch import nn
 
 from xaicli.demo.canvas_data import make_canvases
 from xaicli.demo.fashion_mnist_data import load_split
-from xaicli.demo.train import class_folder, evaluate
+from xaicli.demo.train import class_folder, evaluate, train_step
 from xaicli.models.canvas import CLASSES, MEAN, STD, VARIANTS, CanvasCNN, weights_path
 
 BATCH_SIZE = 128
@@ -76,14 +76,9 @@ def train(variant: str, epochs: int = 6, per_epoch: int = 30000, seed: int = 0, 
         total, correct = 0.0, 0
         for i in range(steps):
             xb, yb = x[i * BATCH_SIZE : (i + 1) * BATCH_SIZE], y[i * BATCH_SIZE : (i + 1) * BATCH_SIZE]
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
+            batch_loss, batch_correct = train_step(model, xb, yb, loss_fn, optimizer, scheduler)
+            total += batch_loss
+            correct += batch_correct
         if log:
             print(f"{variant} epoch {epoch}/{epochs}  loss {total / per_epoch:.4f}  train acc "
                   f"{correct / per_epoch:.4f}  [{time.perf_counter() - start:.0f}s]", flush=True)
