@@ -263,7 +263,7 @@ def test_command_line_overrides_config(cli, tmp_path, write_config, tiny_config,
     assert len(rows) == 3 * 2 * 2 * 3
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["run"]["batch_size"] == 1 and run["config"]["run"]["device"] == "cpu"
-    assert run["config"]["targets"] == {"topk": 3, "classes": None}
+    assert run["config"]["targets"] == {"topk": 3, "classes": None, "true_class": False, "labels": None}
     assert [m["name"] for m in run["config"]["methods"]] == ["gradcam", "gradcam_pp"]
 
 

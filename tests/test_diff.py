@@ -120,6 +120,21 @@ def test_changed_prediction_is_gated_on_the_baseline_class_map(tmp_path, maps):
     assert [g.gate for g in gated.failed_gates] == ["max_prediction_changes"]
 
 
+def test_true_class_runs_compare_and_report_flips_from_predicted(tmp_path, maps):
+    """Runs that explain only the labelled class (slot ``true``): the maps stay comparable when the
+    prediction changes, and the flip is read from the manifest's ``predicted`` field."""
+    def true_row(rel, key, predicted):
+        return {**row(rel, "top1", 0, key, label="cat"), "slot": "true", "rank": None, "predicted": predicted}
+
+    base = write_run(tmp_path / "a", [true_row("x.png", "a", "cat"), true_row("y.png", "b", "cat")], maps)
+    cand = write_run(tmp_path / "b", [true_row("x.png", "a", "dog"), true_row("y.png", "b", "cat")], maps)
+    s = diff_runs(base, cand)
+    assert [r["similarity"] for r in s.matched] == [1.0, 1.0]
+    assert not any(r["prediction_changed"] for r in s.matched)  # the same class was explained
+    p = s.predictions
+    assert (p["top1_changed"], p["broken"], p["candidate_accuracy"]) == (1, ["x.png"], 0.5)
+
+
 def test_unmatched_and_unreadable_rows(tmp_path, maps):
     base = write_run(tmp_path / "a", [row("x.png", "top1", 0, "a"), row("only_a.png", "top1", 0, "b"),
                                       {"image": "in/bad.png", "rel": "bad.png", "status": "error",

@@ -64,17 +64,42 @@ class MethodConfig:
 
 @dataclass
 class TargetsConfig:
+    """Which classes each image's maps explain (each one a *slot*, named in the manifest and file names).
+
+    topk: the K highest-scoring classes (slots ``top1`` ... ``topK``; default: top-1 when nothing else
+    is asked for); classes: fixed classes, by name or index (slots ``class<index>``; not with topk);
+    true_class: also (or, alone, only) the image's labelled class (slot ``true``): targets that do not
+    move with the model, for comparing runs of two models. The label is a row of ``labels`` or else the
+    image's folder name when it names a class; an image with neither gets no ``true`` map (a warning
+    lists them). labels: a CSV file with a header row and columns ``image,label``: ``image`` is the
+    image's path relative to its input folder (the manifest's ``rel``, e.g. ``Bag/img_00030.png``),
+    ``label`` a class name or index; it wins over the folder name, also for the manifest's ``label`` and
+    the summary's accuracy.
+    """
+
     topk: int | None = None
     classes: list[int | str] | None = None
+    true_class: bool = False
+    labels: str | None = None
 
 
 @dataclass
 class OutputConfig:
+    """What is written per explanation and how overlays look.
+
+    overlays / maps: write the heatmap overlay (PNG) / the raw float32 map (``.npy``); colormap, alpha,
+    overlay_scale: the overlay's colours, opacity and upscaling; names: how an explanation's files are
+    named: ``class`` (``top1_Bag.png``, ``class7_Sneaker.png``, ``true_Bag.png``: slot and class) or
+    ``slot`` (``top1.png``, ``class7.png``, ``true.png``: the slot only, so the file names of two runs
+    match even where the predictions differ; the class stays in the manifest).
+    """
+
     overlays: bool = True
     maps: bool = True
     colormap: str = "jet"
     alpha: float = 0.5
     overlay_scale: int = 1
+    names: Literal["class", "slot"] = "class"
 
 
 @dataclass
@@ -281,6 +306,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("targets.topk", f"must be >= 1, got {t.topk}")
     if t.classes is not None and not t.classes:
         raise ConfigError("targets.classes", "list at least one class (index or name)")
+    if t.labels is not None and not cfg.resolve_path(t.labels).is_file():
+        raise ConfigError("targets.labels", f"labels file not found: {cfg.resolve_path(t.labels)}")
     o = cfg.output
     if not 0.0 <= o.alpha <= 1.0:
         raise ConfigError("output.alpha", f"must be between 0 and 1, got {o.alpha}")

@@ -24,6 +24,8 @@ from xaicli.cli.options import (
     InputsArg,
     JsonCommand,
     JsonOpt,
+    JunitOpt,
+    MarkdownOpt,
     OutdirOpt,
     QuietOpt,
 )
@@ -57,7 +59,12 @@ def _root(
 @app.command(cls=JsonCommand, epilog="Examples:\n\n"
              "  xaicli explain sample_images -c configs/fashion_mnist.yaml -o out\n\n"
              "  xaicli explain photos/ cat.jpg -c my.yaml -o out -m gradcam -m scorecam -l layer4 -k 3\n\n"
-             "  xaicli explain imgs -c my.yaml -o out --quiet --json > summary.json\n\n" + EXIT_CODES_HELP)
+             "  xaicli explain imgs -c my.yaml -o out --quiet --json > summary.json\n\n"
+             "  xaicli explain golden/ -c ci.yaml -o out --junit reports/explain.xml --markdown summary.md; "
+             "code=$?; cat summary.md >> \"$GITHUB_STEP_SUMMARY\"; exit $code\n\n"
+             "(ci.yaml with `targets: {topk: 3, true_class: true}` and `output: {names: slot}`: maps of the "
+             "labelled class and file names that do not change when a prediction does.)\n\n"
+             + EXIT_CODES_HELP)
 def explain(
     inputs: InputsArg,
     outdir: OutdirOpt,
@@ -82,6 +89,8 @@ def explain(
     figures: Annotated[bool, typer.Option("--figures", help="Also write per-class top-k figures "
                                           "(OUTDIR/figures/topk/<class>.png), as `figures: {topk: true}`.")
                        ] = False,
+    junit: JunitOpt = None,
+    markdown: MarkdownOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Explain images with the configured methods; write overlays, maps, manifest.jsonl and run.json."""
@@ -100,7 +109,11 @@ def explain(
         from xaicli.runs.explain import run_explain
 
         summary, code = run_explain(cfg, names, outdir, overwrite=overwrite, progress=progress, items=items)
-    if summary is not None:  # None on the other ranks of a torchrun launch: rank 0 reports
+        if summary is not None and (junit or markdown):  # None on the other ranks of a torchrun launch
+            from xaicli.runs.ci_cases import explain_report
+
+            explain_report(summary).write(junit, markdown)
+    if summary is not None:  # rank 0 reports
         _report(summary, quiet, json_out)
     raise typer.Exit(int(code))
 
@@ -116,6 +129,9 @@ def _report(summary, quiet: bool, json_out: bool) -> None:
         print(f"failed: {printable(path)}: {printable(msg)}", file=err)
     if not quiet:
         rate = summary.images_explained / summary.seconds if summary.seconds else 0.0
+        accuracy = summary.accuracy.line()
+        if accuracy:
+            print(printable(accuracy), file=err)
         print(f"done: {summary.images_explained} explained, {summary.images_skipped} skipped (already done), "
               f"{len(summary.failures)} failed; {summary.rows_written} explanation(s) written to "
               f"{summary.outdir} in {summary.seconds:.1f}s ({rate:.1f} img/s on {summary.device})", file=err)

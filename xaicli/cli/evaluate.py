@@ -15,7 +15,16 @@ from typing import Annotated
 import typer
 
 from xaicli.cli.errors import DebugOpt, mapped_errors
-from xaicli.cli.options import ConfigOpt, DeviceOpt, InputsArg, JsonOpt, OutdirOpt, QuietOpt
+from xaicli.cli.options import (
+    ConfigOpt,
+    DeviceOpt,
+    InputsArg,
+    JsonOpt,
+    JunitOpt,
+    MarkdownOpt,
+    OutdirOpt,
+    QuietOpt,
+)
 
 METRIC_NAMES = ("deletion", "insertion", "road_morf", "road_lerf", "mprt", "random_logit", "pointing_game",
                 "energy_pointing_game", "relevance_mass", "sparseness", "max_sensitivity")
@@ -29,6 +38,9 @@ EPILOG = ("Examples:\n\n"
           "--fail-over deletion=0.2\n\n"
           "  xaicli evaluate photos/ -c my.yaml -o out --metrics pointing_game,energy_pointing_game "
           "--masks masks/\n\n"
+          "  xaicli evaluate golden/ -c ci.yaml -o out --fail-under insertion=0.5 "
+          "--junit reports/evaluate.xml --markdown summary.md; code=$?; "
+          "cat summary.md >> \"$GITHUB_STEP_SUMMARY\"; exit $code\n\n"
           "Metrics: " + ", ".join(METRIC_NAMES) + " (papers and options: `xaicli metrics`).\n\n"
           "Writes what `xaicli explain` writes, plus OUTDIR/evaluation.jsonl (one row per image x method x "
           "layer x target x metric), OUTDIR/evaluation.json (mean, std, median, n and the gates per method x "
@@ -65,6 +77,8 @@ def evaluate(
     )] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
+    junit: JunitOpt = None,
+    markdown: MarkdownOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Explain images, then measure the explanations: faithfulness, sanity checks, localisation, complexity
@@ -82,6 +96,10 @@ def evaluate(
         summary = run_evaluate(cfg, [str(p) for p in inputs], outdir, metrics=_split(metrics), masks=masks,
                                fail_under=under, fail_over=over, overwrite=overwrite,
                                progress=make_progress(quiet or json_out))
+        if junit or markdown:
+            from xaicli.runs.ci_cases import evaluate_report
+
+            evaluate_report(summary).write(junit, markdown)
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -103,6 +121,9 @@ def _report(summary, quiet: bool) -> None:
         arrow = "higher is better" if rec["higher_is_better"] else "lower is better"
         stage = " (last stage)" if rec.get("stages") else ""
         print(f"{rec['metric']:>20}  {where:<32} {value}  (n={rec['n']}; {arrow}){stage}", file=err)
+    accuracy = summary.explain.accuracy.line()
+    if accuracy:
+        print(accuracy, file=err)
     passed = sum(g.passed for g in summary.gates)
     gates = f"; gates: {passed} of {len(summary.gates)} passed" if summary.gates else ""
     print(f"done: {summary.images} image(s) evaluated, {summary.rows} row(s) in "

@@ -20,6 +20,15 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda
                                                show_default=False)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+JunitOpt = Annotated[Path | None, typer.Option(
+    "--junit", help="Also write a JUnit XML report to FILE (any path; folders created): one test case per "
+                    "image, failed when the image could not be read or explained (evaluate: also one per "
+                    "gate). Written also when the run exits 1 or 3, for CI test displays.",
+    metavar="FILE", show_default=False)]
+MarkdownOpt = Annotated[Path | None, typer.Option(
+    "--markdown", help="Also write a Markdown summary to FILE (images, failures, accuracy, gates), e.g. for "
+                       "a GitHub job summary: the file is replaced, so append it in the next step with "
+                       "`cat FILE >> \"$GITHUB_STEP_SUMMARY\"`.", metavar="FILE", show_default=False)]
 
 EXIT_CODES_HELP = ("Exit codes: 0 all images done; 1 some inputs could not be read or explained (listed, the "
                    "rest done); 2 usage or config error, or OUTDIR unusable, busy or holding results of "

@@ -22,6 +22,8 @@ from torch import Tensor
 
 from xaicli.config import Config
 from xaicli.engine.batching import Batching
+from xaicli.engine.discover import InputImage
+from xaicli.engine.labels import ImageLabels
 from xaicli.engine.plan import (
     PlannedMethod,
     PlanWarning,
@@ -30,8 +32,8 @@ from xaicli.engine.plan import (
     plan_targets,
 )
 from xaicli.engine.preprocess import Preprocess
-from xaicli.engine.results import Explanations, MapKey
-from xaicli.methods.base import InputRange, TargetSpec, TopK
+from xaicli.engine.results import Explanations, MapKey, Slot
+from xaicli.methods.base import InputRange, TargetSpec, TopK, WithClasses, resolve_targets
 from xaicli.models.digest import ModelDigest, model_digest
 from xaicli.models.loader import LoadedModel, load_model, select_device
 
@@ -70,6 +72,8 @@ class Explainer:
         self.compiled = self._compile() if cfg.run.compile else []
         self.functional_relu = functional_relu
         self.target_spec, self.slots = plan_targets(cfg, self.loaded.classes, self.notices)
+        labels_path = cfg.resolve_path(cfg.targets.labels) if cfg.targets.labels else None
+        self.labels = ImageLabels.from_file(labels_path, self.loaded.classes)
         if cfg.run.precision != "fp32" and self.device.type != "cuda":
             self.notices.append(f"run.precision {cfg.run.precision} applies on CUDA only: this "
                                 f"{self.device.type} run computes in fp32")
@@ -91,6 +95,17 @@ class Explainer:
         if self._digest is None:
             self._digest = model_digest(self.cfg, self.loaded.model)
         return self._digest
+
+    @property
+    def explains_true_class(self) -> bool:
+        """Whether a slot is the image's labelled class (``targets.true_class``): calls need labels."""
+        return any(s.kind == "true" for s in self.slots)
+
+    def slots_of(self, item: InputImage) -> list[Slot]:
+        """The slots written for ``item``: all of them, less ``true`` when its label is unknown."""
+        if not self.explains_true_class or self.labels.index(item) is not None:
+            return list(self.slots)
+        return [s for s in self.slots if s.kind != "true"]
 
     @property
     def map_keys(self) -> list[MapKey]:
@@ -126,11 +141,15 @@ class Explainer:
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def explain_batch(self, images: Tensor) -> Explanations:
+    def explain_batch(self, images: Tensor, labels: Tensor | None = None) -> Explanations:
         """Explain (B, C, H, W) display images in [0, 1] in one call (no splitting, no back-off: see
-        :func:`~xaicli.engine.stream.explain_images` for that); the result is on the device."""
+        :func:`~xaicli.engine.stream.explain_images` for that); the result is on the device.
+
+        ``labels`` (B,) class indices, -1 where unknown: needed when a slot is the true class
+        (:attr:`explains_true_class`); its maps for unknown labels are of the predicted class and are not
+        meant to be used (:meth:`slots_of` leaves them out)."""
         x = self.normalise(images)
-        spec: TargetSpec = self.target_spec
+        spec: TargetSpec = self.targets_for(images.shape[0], labels)
         logits = None
         maps: dict[MapKey, Tensor] = {}
         extras: dict[tuple[str, str], Tensor] = {}
@@ -150,6 +169,18 @@ class Explainer:
                     logits = self.loaded.model(x)
         return self._scored(logits, spec, maps, extras)
 
+    def targets_for(self, n: int, labels: Tensor | None) -> TargetSpec:
+        """The target spec of a call on ``n`` images: the planned one, plus each image's label as the last
+        target when the true class is explained."""
+        if not self.explains_true_class:
+            return self.target_spec
+        if labels is None:
+            raise ValueError("this explainer explains the true class (targets.true_class): pass labels=, "
+                             "(B,) class indices with -1 where unknown")
+        if labels.shape[0] != n:
+            raise ValueError(f"labels has {labels.shape[0]} entries for {n} images")
+        return WithClasses(self.target_spec, labels.reshape(n, 1))
+
     def predict_batch(self, images: Tensor) -> Explanations:
         """The top-1 class and its probability of each image, from one plain forward pass (no maps)."""
         x = self.normalise(images)
@@ -158,11 +189,9 @@ class Explainer:
         return self._scored(logits, TopK(1), {}, {})
 
     def _scored(self, logits: Tensor, spec: TargetSpec, maps: dict, extras: dict) -> Explanations:
-        targets = spec if isinstance(spec, Tensor) else logits.topk(spec.k, dim=1).indices
-        if targets.shape[0] != logits.shape[0]:
-            targets = targets.expand(logits.shape[0], -1)
+        targets = resolve_targets(logits, spec)
         probs = logits.float().softmax(dim=1).gather(1, targets)
-        return Explanations(targets, probs, maps, extras)
+        return Explanations(targets, probs, maps, extras, predicted=logits.detach().argmax(dim=1))
 
     def is_signed(self, method_name: str) -> bool:
         """Whether the maps of the planned method ``method_name`` are signed ([-1, 1])."""

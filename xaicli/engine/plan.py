@@ -95,17 +95,22 @@ def _check_feature_maps(loaded: LoadedModel, layers: list[str], key: str) -> Non
 
 
 def plan_targets(cfg: Config, classes: list[str], notices: list[str] | None = None
-                 ) -> tuple[TargetSpec, list[Slot]]:
-    """The target spec and the slots (top-1... or fixed classes) each image gets. A top-k larger than
-    the number of classes is capped (with a notice); a class given twice is refused."""
+                 ) -> tuple[TargetSpec | None, list[Slot]]:
+    """The target spec and the slots each image gets: top-1..., fixed classes, then the true class
+    (``targets.true_class``; always the last slot, resolved per image by the caller, which is why the
+    spec covers the other slots only and is None when the true class is the only target). A top-k larger
+    than the number of classes is capped (with a notice); a class given twice is refused."""
     notices = [] if notices is None else notices
     t = cfg.targets
+    true = [Slot("true")] if t.true_class else []
     if t.classes is None:
+        if t.topk is None and true:
+            return None, true
         k = min(t.topk or 1, len(classes))
         if (t.topk or 1) > k:
             notices.append(f"targets.topk: top-{t.topk} asked for, but the model has {len(classes)} classes: "
                            f"explaining the top-{k}")
-        return TopK(k), [Slot("top", r) for r in range(1, k + 1)]
+        return TopK(k), [Slot("top", r) for r in range(1, k + 1)] + true
     idx: list[int] = []
     for i, c in enumerate(t.classes):
         key = f"targets.classes[{i}]"
@@ -121,7 +126,7 @@ def plan_targets(cfg: Config, classes: list[str], notices: list[str] | None = No
             first = idx.index(idx[-1])
             raise ConfigError(key, f"class {classes[idx[-1]]!r} (index {idx[-1]}) is listed twice "
                               f"(also targets.classes[{first}]); list each class once")
-    return torch.tensor(idx, dtype=torch.long)[None], [Slot("class", c) for c in idx]
+    return torch.tensor(idx, dtype=torch.long)[None], [Slot("class", c) for c in idx] + true
 
 
 MOSTLY_NEGATIVE = 0.5

@@ -20,18 +20,20 @@ MapKey = tuple[str, str | None]
 
 @dataclass(frozen=True)
 class Slot:
-    """Which target of an image a map explains: the k-th predicted class or a fixed class.
+    """Which target of an image a map explains: the k-th predicted class, a fixed class or the image's
+    labelled (true) class.
 
-    ``kind`` "top": ``index`` is the rank (1 = predicted class); "class": ``index`` is the class index.
-    Its :attr:`name` ("top1", "class7") is what the manifest and output file names carry.
+    ``kind`` "top": ``index`` is the rank (1 = predicted class); "class": ``index`` is the class index;
+    "true": the image's label (``index`` unused, 0), which differs per image and does not move with the
+    model. Its :attr:`name` ("top1", "class7", "true") is what the manifest and output file names carry.
     """
 
-    kind: Literal["top", "class"]
-    index: int
+    kind: Literal["top", "class", "true"]
+    index: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.kind}{self.index}"
+        return "true" if self.kind == "true" else f"{self.kind}{self.index}"
 
     @property
     def rank(self) -> int | None:
@@ -42,11 +44,15 @@ class Slot:
         """For people: 'top-2', 'class Sneaker'."""
         if self.kind == "top":
             return f"top-{self.index}"
+        if self.kind == "true":
+            return "true class"
         return f"class {classes[self.index]}" if 0 <= self.index < len(classes) else self.name
 
     @classmethod
     def parse(cls, name: str) -> Slot:
-        """The slot of a manifest's ``slot`` field ("top1", "class7")."""
+        """The slot of a manifest's ``slot`` field ("top1", "class7", "true")."""
+        if name == "true":
+            return cls("true")
         for kind in ("top", "class"):
             if name.startswith(kind) and name[len(kind):].isdigit():
                 return cls(kind, int(name[len(kind):]))  # type: ignore[arg-type]
@@ -59,13 +65,15 @@ class Explanations:
 
     targets (B, K) class indices; probs (B, K) softmax probability of each target; maps
     {(method, layer): (B, K, H, W) float32}; extras {(method, name): (B, K)} per-map diagnostics
-    (e.g. integrated gradients' completeness gap). On the explainer's device.
+    (e.g. integrated gradients' completeness gap); predicted (B,) the top-1 class of each image (None
+    when not computed). On the explainer's device.
     """
 
     targets: Tensor
     probs: Tensor
     maps: dict[MapKey, Tensor] = field(default_factory=dict)
     extras: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+    predicted: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -76,13 +84,16 @@ class Explanations:
         if len(parts) == 1:
             return parts[0]
         first = parts[0]
+        predicted = (torch.cat([p.predicted for p in parts])
+                     if all(p.predicted is not None for p in parts) else None)
         return cls(torch.cat([p.targets for p in parts]), torch.cat([p.probs for p in parts]),
                    {k: torch.cat([p.maps[k] for p in parts]) for k in first.maps},
-                   {k: torch.cat([p.extras[k] for p in parts]) for k in first.extras})
+                   {k: torch.cat([p.extras[k] for p in parts]) for k in first.extras}, predicted)
 
     def cpu(self) -> Explanations:
         return Explanations(self.targets.cpu(), self.probs.cpu(), {k: v.cpu() for k, v in self.maps.items()},
-                            {k: v.cpu() for k, v in self.extras.items()})
+                            {k: v.cpu() for k, v in self.extras.items()},
+                            None if self.predicted is None else self.predicted.cpu())
 
 
 def flat_maps(maps: Tensor, images: Tensor | None = None) -> Tensor:

@@ -26,20 +26,26 @@ def _ignore(_text: str) -> None:
 
 
 def explain_images(explainer: Explainer, images: Tensor, note: Note = _ignore, *,
-                   predict_only: bool = False) -> Explanations:
+                   predict_only: bool = False, labels: Tensor | None = None) -> Explanations:
     """Explain (B, C, H, W) display images in [0, 1], ``explainer.batching.call_size`` images per call,
     halving sizes on out-of-memory errors (``note`` is told). Raises
     :class:`~xaicli.engine.batching.OutOfMemoryAtMinimum` when even one image does not fit.
 
     ``predict_only``: only the top-1 class and its probability (one plain forward pass, no maps).
+    ``labels``: (B,) class indices, -1 where unknown, when the explainer explains the true class.
     """
-    call = explainer.predict_batch if predict_only else explainer.explain_batch
     parts: list[Explanations] = []
     start, n = 0, images.shape[0]
     while start < n:
         size = min(explainer.batching.call_size, n - start)
         try:
-            parts.append(call(images[start : start + size]))
+            piece = images[start : start + size]
+            if predict_only:
+                parts.append(explainer.predict_batch(piece))
+            elif labels is None:  # the one-argument call every explainer-like object answers
+                parts.append(explainer.explain_batch(piece))
+            else:
+                parts.append(explainer.explain_batch(piece, labels[start : start + size]))
         except RuntimeError as err:  # torch.OutOfMemoryError is one
             if not is_oom(err):
                 raise
@@ -66,7 +72,8 @@ def explain_items(explainer: Explainer, items: Sequence[InputImage], note: Note 
             yield ExplainedBatch([], None, None, failures)
             continue
         try:
-            result = explain_images(explainer, batch.images, note, predict_only=predict_only)
+            labels = explainer.labels.tensor(batch.items) if explainer.explains_true_class else None
+            result = explain_images(explainer, batch.images, note, predict_only=predict_only, labels=labels)
         except OutOfMemoryAtMinimum as err:  # nothing left to halve: they fail, the run goes on
             yield ExplainedBatch([], None, None, failures + [(it, str(err)) for it in batch.items])
             continue

@@ -22,12 +22,14 @@ from xaicli.methods.base import (
     Method,
     Option,
     TopK,
+    WithClasses,
     input_range_of,
     resolve_targets,
 )
 from xaicli.methods.registry import available_methods, create_method, get_method, methods_where, register
 
 __all__ = [
-    "Call", "Explanation", "InputRange", "Method", "Option", "TopK", "input_range_of", "resolve_targets",
+    "Call", "Explanation", "InputRange", "Method", "Option", "TopK", "WithClasses", "input_range_of",
+    "resolve_targets",
     "available_methods", "create_method", "get_method", "methods_where", "register",
 ]

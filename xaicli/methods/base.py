@@ -3,7 +3,8 @@
 Shapes used throughout (``B`` images, ``K`` targets per image, ``C`` channels, ``H x W`` model input)::
 
     x        (B, C, H, W)  preprocessed input on the model's device
-    targets  (B, K)        class indices (long); or a :class:`TopK` request resolved from the logits
+    targets  (B, K)        class indices (long); or a :class:`TopK` / :class:`WithClasses` request
+                           resolved from the logits
     maps     (B, K, H, W)  float32, one map per image x target, at model-input size
 
 Methods never move data off the device and never convert to NumPy: rendering does that once.
@@ -54,7 +55,18 @@ class TopK:
     k: int
 
 
-TargetSpec = Tensor | TopK
+@dataclass(frozen=True)
+class WithClasses:
+    """``first`` (a top-k request, fixed classes, or nothing) followed by per-image classes ``extra``
+    (B, J) - e.g. each image's labelled class - so that every target of an image is explained in the
+    same forward and backward pass. An entry of ``extra`` below 0 means "no class known": the predicted
+    (top-1) class stands in, so the batch keeps its shape; the caller discards that map."""
+
+    first: TopK | Tensor | None
+    extra: Tensor
+
+
+TargetSpec = Tensor | TopK | WithClasses
 
 
 def resolve_targets(logits: Tensor, spec: TargetSpec) -> Tensor:
@@ -62,6 +74,13 @@ def resolve_targets(logits: Tensor, spec: TargetSpec) -> Tensor:
 
     A tensor spec is (B,) for one target per image, (B, K), or (1, K) for the same K targets for all.
     """
+    if isinstance(spec, WithClasses):
+        b = logits.shape[0]
+        head = (logits.new_empty((b, 0), dtype=torch.long) if spec.first is None
+                else resolve_targets(logits, spec.first))
+        extra = spec.extra.to(device=logits.device, dtype=torch.long).reshape(b, -1)  # (B, J)
+        stand_in = logits.detach().argmax(dim=1, keepdim=True).expand_as(extra)
+        return torch.cat([head, torch.where(extra < 0, stand_in, extra)], dim=1)
     if isinstance(spec, TopK):
         k = min(spec.k, logits.shape[1])
         return logits.detach().topk(k, dim=1).indices

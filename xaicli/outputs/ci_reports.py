@@ -9,6 +9,7 @@ use case (``xaicli.runs``).
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,16 @@ class TestCase:
     details: str | None = None  # more text for the failure body (e.g. the numbers, the paths)
     seconds: float = 0.0
     skipped: str | None = None  # the reason a case was not checked (e.g. only one run has it)
-    output: str | None = None  # <system-out>: what a passing case measured
+    output: str | None = None  # the case's <system-out>: what to know about a passed case too
+
+
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _text(value: str) -> str:
+    """``value`` without the characters XML 1.0 cannot hold (control characters; the lone surrogates of a
+    name that is not UTF-8)."""
+    return _NOT_XML.sub("\ufffd", value)
 
 
 def junit_xml(suite: str, cases: Sequence[TestCase], properties: dict[str, str] | None = None) -> str:
@@ -42,17 +52,17 @@ def junit_xml(suite: str, cases: Sequence[TestCase], properties: dict[str, str] 
     if properties:
         props = ET.SubElement(node, "properties")
         for key, value in properties.items():
-            ET.SubElement(props, "property", name=key, value=str(value))
+            ET.SubElement(props, "property", name=_text(key), value=_text(str(value)))
     for case in cases:
-        element = ET.SubElement(node, "testcase", name=case.name, classname=case.classname,
+        element = ET.SubElement(node, "testcase", name=_text(case.name), classname=_text(case.classname),
                                 time=f"{case.seconds:.3f}")
         if case.failure is not None:
-            failure = ET.SubElement(element, "failure", message=case.failure, type="xaicli")
-            failure.text = case.details or case.failure
+            failure = ET.SubElement(element, "failure", message=_text(case.failure), type="xaicli")
+            failure.text = _text(case.details or case.failure)
         elif case.skipped is not None:
-            ET.SubElement(element, "skipped", message=case.skipped)
+            ET.SubElement(element, "skipped", message=_text(case.skipped))
         if case.output:
-            ET.SubElement(element, "system-out").text = case.output
+            ET.SubElement(element, "system-out").text = _text(case.output)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

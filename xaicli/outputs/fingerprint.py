@@ -6,7 +6,9 @@ A fingerprint has two parts, ``<run>-<map>`` (12 and 8 hex digits of SHA-256):
 * **run**: what every map of a run depends on - the model (source, architecture, a digest of its code
   and of its weights: :mod:`xaicli.models.digest`), its class names, the preprocessing as resolved
   (size, mode, mean, std, resize, alpha background), the kind of targets (top-k predicted classes or
-  fixed classes) and :data:`~xaicli.methods.base.MAP_DEFINITION_VERSION`;
+  fixed classes, and whether the true class is explained, with what the labels are: a labels file's
+  digest or folder names), how output files are named (``output.names``: a resume must not mix
+  ``top1_Bag.png`` and ``top1.png``) and :data:`~xaicli.methods.base.MAP_DEFINITION_VERSION`;
 * **map**: the method, its layer and its resolved options (defaults filled in; options that do not
   change the map, such as ``chunk_size``, left out).
 
@@ -55,14 +57,18 @@ class RunIdentity:
     model: dict[str, Any]  # source, architecture, code, weights (ModelDigest.identity())
     classes: list[str]
     preprocess: dict[str, Any]
-    targets: str  # "top-k predicted classes" | "fixed classes"
+    targets: str  # "top-k predicted classes" | "fixed classes" [+ true class, labels]
     version: int
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # map key -> method, layer, options
     model_description: str = ""
+    names: str = "class"  # output.names
 
     def run_part(self) -> str:
-        return _digest({"model": self.model, "classes": self.classes, "preprocess": self.preprocess,
-                        "targets": self.targets, "version": self.version})[:12]
+        data = {"model": self.model, "classes": self.classes, "preprocess": self.preprocess,
+                "targets": self.targets, "version": self.version}
+        if self.names != "class":  # hashed only when not the default: older runs keep their fingerprints
+            data["names"] = self.names
+        return _digest(data)[:12]
 
     def map_part(self, key: str) -> str:
         return _digest(self.methods[key])[:8]
@@ -148,6 +154,8 @@ def _what_differs(outdir: Path, before: RunIdentity | None, ours: RunIdentity, f
         what, a, b = f"preprocess.{name}", before.preprocess.get(name), ours.preprocess.get(name)
     elif before.targets != ours.targets:
         what, a, b = "targets", before.targets, ours.targets
+    elif before.names != ours.names:
+        what, a, b = "output.names", before.names, ours.names
     else:
         what, a, b = "map definition version", before.version, ours.version
     return f"OUTDIR {outdir} was written with {what} {_short(a)}, this run has {_short(b)}: " + _WAYS_ON

@@ -3,12 +3,14 @@
 Overlays and maps mirror the input tree, one folder per input image, named after the image *with* its
 extension (so ``a.png`` and ``a.jpg`` never share outputs)::
 
-    OUTDIR/<image path relative to its input root>/<method>/<layer>/<rank>_<class>.png|.npy
+    OUTDIR/<image path relative to its input root>/<method>/<layer>/<slot>_<class>.png|.npy
 
 e.g. ``Sneaker/img_0001.png/gradcam/features.1.bn/top1_Sneaker.png``. Pixel methods that explain the
-input itself use the layer folder ``input``; explicit class targets are named ``class<idx>_<name>``. The
-names depend only on the image's path below its input root (and, with several inputs, the input's own
-name): the same images give the same file names in every run.
+input itself use the layer folder ``input``; explicit class targets are named ``class<idx>_<name>``, the
+true class ``true_<name>``. With ``output.names: slot`` the class is left out (``top1.png``,
+``class7.png``, ``true.png``), so the file names do not change when a prediction does. The folders
+depend only on the image's path below its input root (and, with several inputs, the input's own name):
+the same images give the same folders in every run.
 
 :func:`output_path` is the only way a path inside OUTDIR is made: it escapes each component
 (:func:`escape_component`) and checks that the folder it lands in resolves inside OUTDIR, so neither a
@@ -65,17 +67,17 @@ def escape_component(name: str) -> str:
     return _ESCAPED.sub(lambda m: f"%{ord(m.group()):02X}", name)
 
 
-def target_stem(rank: int | None, target: int, target_name: str) -> str:
-    prefix = f"top{rank}" if rank is not None else f"class{target}"
-    return f"{prefix}_{safe_name(target_name)}"
+def target_stem(slot: str, target_name: str | None) -> str:
+    """``top1_Bag`` (slot and class) or, with ``target_name`` None (``output.names: slot``), ``top1``."""
+    return slot if target_name is None else f"{slot}_{safe_name(target_name)}"
 
 
-def output_stem(rel_image: PurePosixPath | str, method: str, layer: str | None, rank: int | None, target: int,
-                target_name: str) -> PurePosixPath:
+def output_stem(rel_image: PurePosixPath | str, method: str, layer: str | None, slot: str,
+                target_name: str | None) -> PurePosixPath:
     """Relative path (no suffix) of one explanation's overlay / map: the image's own folder (its path
-    below the input root, extension included), then method, layer and target."""
+    below the input root, extension included), then method, layer and target (:func:`target_stem`)."""
     return (PurePosixPath(rel_image) / method / safe_name(layer or "input")
-            / target_stem(rank, target, target_name))
+            / target_stem(slot, target_name))
 
 
 def image_parts(rel: PurePosixPath | str) -> list[str]:

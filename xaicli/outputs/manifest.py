@@ -39,7 +39,8 @@ class ManifestRow:
     ``image``: the path as given on the command line (relative to where xaicli ran); ``rel``: the image's
     path below its input root, the same from any working directory - what its outputs are named after
     and what a resume matches on; ``score``: the softmax probability of ``target``; ``label``: the true
-    class when the image's folder names one; ``overlay``/``map``: paths relative to OUTDIR;
+    class (a row of ``targets.labels``, else the image's folder when it names a class); ``predicted``:
+    the image's top-1 class (whatever the row's target); ``overlay``/``map``: paths relative to OUTDIR;
     ``fingerprint``: what produced the map (:mod:`xaicli.outputs.fingerprint`); ``image_stat``: the input
     file's size and modification time when it was explained (a changed file is explained again);
     ``warning``: something to know about this row (e.g. a map with non-finite values); ``extras``:
@@ -57,6 +58,7 @@ class ManifestRow:
     rank: int | None = None
     score: float | None = None
     label: str | None = None
+    predicted: str | None = None
     overlay: str | None = None
     map: str | None = None
     fingerprint: str | None = None
@@ -92,7 +94,8 @@ class ManifestRow:
                   "target_name": self.target_name, "rank": self.rank, "score": score}
         head = {"image": self.image, "rel": self.rel, "status": self.status}
         if self.ok:
-            row = {**head, **common, "label": self.label, "overlay": self.overlay, "map": self.map,
+            row = {**head, **common, "label": self.label, "predicted": self.predicted,
+                   "overlay": self.overlay, "map": self.map,
                    "fingerprint": self.fingerprint, "image_stat": self.image_stat}
         else:
             row = {**head, "error": self.error, **common, "overlay": self.overlay, "map": self.map}

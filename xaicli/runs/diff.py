@@ -408,19 +408,27 @@ def _row_passes(row: Mapping[str, Any], min_similarity: float | None) -> bool:
 
 
 def prediction_changes(base: RunRecord, cand: RunRecord) -> dict[str, Any]:
-    """Top-1 predictions per image in both runs (from any top1 row), and flips against the labels."""
+    """Top-1 predictions per image in both runs, and flips against the labels. The prediction is the
+    manifest's ``predicted`` field (every row of an image carries it, also when only fixed classes or the
+    true class were explained), else the class of the image's ``top1`` row."""
     def top1(run: RunRecord) -> dict[str, dict[str, Any]]:
-        return {k[0]: r for k, r in run.rows.items() if k[3] == "top1"}
+        out: dict[str, dict[str, Any]] = {}
+        for k, r in run.rows.items():
+            name = r.get("predicted") or (r.get("target_name") if k[3] == "top1" else None)
+            if name is not None and (k[0] not in out or k[3] == "top1"):
+                score = r.get("score") if k[3] == "top1" else out.get(k[0], {}).get("score")
+                out[k[0]] = {"name": name, "score": score, "label": r.get("label")}
+        return out
 
     tb, tc = top1(base), top1(cand)
     common = sorted(set(tb) & set(tc))
-    changed = [{"rel": rel, "label": tb[rel].get("label"), "baseline": tb[rel].get("target_name"),
-                "candidate": tc[rel].get("target_name"), "baseline_score": tb[rel].get("score"),
-                "candidate_score": tc[rel].get("score")}
-               for rel in common if tb[rel].get("target") != tc[rel].get("target")]
-    labelled = [rel for rel in common if tb[rel].get("label")]
-    right_b = {rel for rel in labelled if tb[rel].get("target_name") == tb[rel].get("label")}
-    right_c = {rel for rel in labelled if tc[rel].get("target_name") == tb[rel].get("label")}
+    changed = [{"rel": rel, "label": tb[rel]["label"], "baseline": tb[rel]["name"],
+                "candidate": tc[rel]["name"], "baseline_score": tb[rel]["score"],
+                "candidate_score": tc[rel]["score"]}
+               for rel in common if tb[rel]["name"] != tc[rel]["name"]]
+    labelled = [rel for rel in common if tb[rel]["label"]]
+    right_b = {rel for rel in labelled if tb[rel]["name"] == tb[rel]["label"]}
+    right_c = {rel for rel in labelled if tc[rel]["name"] == tb[rel]["label"]}
     return {"images": len(common), "top1_changed": len(changed), "changes": changed,
             "labelled": len(labelled),
             "baseline_accuracy": _finite(len(right_b) / len(labelled)) if labelled else None,

@@ -155,7 +155,7 @@ def explain_distributed(cfg: Config, inputs: Sequence[str], outdir: Path, env: D
         merged = None  # 3. rank 0 merges while the others wait, so that all leave together
         if env.rank == 0 and error is None:
             try:
-                merged = merge_outputs(outdir, env.world_size, overwrite)
+                merged = merge_outputs(outdir, env.world_size, overwrite, rels=[str(it.rel) for it in items])
             except Exception as err:  # re-raised below, after the other ranks have been told
                 error = err
         merge_failed = agree(int(ExitCode.RUN_FAILED) if env.rank == 0 and merged is None else 0)
@@ -203,12 +203,15 @@ def _remove_old_results(outdir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def merge_outputs(outdir: Path, world_size: int, overwrite: bool = False):
-    """Rank 0, after every rank finished: merge the shard manifests and run files; delete the shards."""
+def merge_outputs(outdir: Path, world_size: int, overwrite: bool = False, rels: Sequence[str] | None = None):
+    """Rank 0, after every rank finished: merge the shard manifests and run files; delete the shards.
+    ``rels``: the run's images (their outcomes give the merged summary's accuracy; None: every image
+    of the merged manifest)."""
     from xaicli.outputs import atomic
     from xaicli.outputs.layout import output_path
     from xaicli.outputs.manifest import read_rows
     from xaicli.outputs.run_json import write_run_json
+    from xaicli.runs.outcomes import image_outcomes
     from xaicli.runs.summary import RunSummary
 
     shard_rows = [row for path in _shard_manifests(outdir) for row in read_rows(path)]
@@ -230,6 +233,8 @@ def merge_outputs(outdir: Path, world_size: int, overwrite: bool = False):
         setattr(summary, key, sum(p.get(key) or 0 for p in parts))
     summary.failures = [(f["image"], f["error"]) for p in parts for f in p["failures"]]
     summary.seconds = max((p["seconds"] for p in parts), default=0.0)
+    summary.outcomes = image_outcomes(rows.values(), rels)
+    summary.unlabelled = [rel for p in parts for rel in p.get("unlabelled_images") or []]
     summary.timings = {f"rank{r}.{k}": v for r, i in enumerate(infos) if i
                        for k, v in i["summary"]["timings"].items()}
     statuses = [i.get("status", "?") if i else "missing" for i in infos]

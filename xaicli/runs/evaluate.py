@@ -342,11 +342,13 @@ class Evaluator:
     def run(self, items: Sequence[InputImage], summary: EvaluationSummary) -> None:
         ex = self.explainer
         rows = self.rows_by_image(items)
-        need = len(ex.map_keys) * len(ex.slots)
         ready, missing = [], []
         for index, it in enumerate(items):
             got = rows.get(str(it.path), {})
-            if len(got) == need and all(r.map for r in got.values()):
+            need = {(key, s.name) for key in ex.map_keys for s in ex.slots_of(it)}
+            if not need:
+                continue  # the true class alone and no label: nothing explained, nothing to score
+            if need <= set(got) and all(got[k].map for k in need):
                 ready.append((index, it))
             elif str(it.path) not in {p for p, _ in summary.explain.failures}:
                 missing.append((str(it.path), "no complete explanation with maps in the manifest"))
@@ -382,13 +384,28 @@ class Evaluator:
     def evaluate_batch(self, items: list[InputImage], images: torch.Tensor,
                        rows: Mapping[str, Mapping[tuple[MapKey, str], ManifestRow]],
                        ids_of: Mapping[Path, int]) -> list[str]:
+        """The evaluation.jsonl lines of one batch. Images are scored together when they have the same
+        slots (all of them do, unless the true class is explained and some have no label)."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for b, it in enumerate(items):
+            groups.setdefault(tuple(s.name for s in self.explainer.slots_of(it)), []).append(b)
+        lines: list[str] = []
+        for slots, picked in groups.items():
+            index = torch.tensor(picked)
+            part = images if len(picked) == len(items) else images[index]
+            lines += self._evaluate_group([items[b] for b in picked], part, slots, rows, ids_of)
+        return lines
+
+    def _evaluate_group(self, items: list[InputImage], images: torch.Tensor, slots: tuple[str, ...],
+                        rows: Mapping[str, Mapping[tuple[MapKey, str], ManifestRow]],
+                        ids_of: Mapping[Path, int]) -> list[str]:
         ex = self.explainer
         x = ex.normalise(images)
         ids = torch.tensor([ids_of[it.path] for it in items])
         masks = self.masks(items)
         lines: list[str] = []
         for key in ex.map_keys:
-            per_image = [[rows[str(it.path)][(key, s.name)] for s in ex.slots] for it in items]
+            per_image = [[rows[str(it.path)][(key, s)] for s in slots] for it in items]
             maps = torch.from_numpy(np.stack([[np.load(self.outdir / r.map) for r in img]
                                               for img in per_image]))  # (B, K, H, W), as written
             targets = torch.tensor([[r.target for r in img] for img in per_image])

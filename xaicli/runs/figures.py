@@ -36,7 +36,8 @@ import torch
 
 from xaicli.config import Config
 from xaicli.engine import ExplainedBatch, Explainer, MapKey, Slot, explain_items
-from xaicli.engine.discover import InputImage, true_label
+from xaicli.engine.discover import InputImage
+from xaicli.engine.labels import ImageLabels
 from xaicli.outputs import atomic
 from xaicli.outputs.layout import COMPARE_DIR, FIGURES_DIR, MANIFEST, output_path, safe_name
 from xaicli.outputs.manifest import read_rows
@@ -46,6 +47,7 @@ from xaicli.runs.summary import RunSummary
 
 FIGURES_JSON = f"{FIGURES_DIR}/figures.json"
 UNLABELLED = "unlabelled"
+NO_LABEL = "no label"
 
 
 @dataclass
@@ -73,8 +75,9 @@ class FigureCollector:
 
     def __init__(self, per_class: int, slots: Sequence[Slot], classes: Sequence[str],
                  signed: Mapping[str, bool] | None = None, order: Mapping[Path, int] | None = None,
-                 groups: Mapping[Path, str] | None = None):
+                 groups: Mapping[Path, str] | None = None, labels: ImageLabels | None = None):
         self.per_class = per_class
+        self.labels = labels or ImageLabels(classes)
         self.slots = list(slots)
         self.classes = list(classes)
         self.method_signed = dict(signed or {})  # method -> its maps are signed (diverging colours)
@@ -87,14 +90,15 @@ class FigureCollector:
     def for_explainer(cls, explainer: Explainer, per_class: int, order: Mapping[Path, int] | None = None,
                       groups: Mapping[Path, str] | None = None) -> FigureCollector:
         return cls(per_class, explainer.slots, explainer.classes,
-                   {pm.name: pm.method.is_signed() for pm in explainer.methods}, order, groups)
+                   {pm.name: pm.method.is_signed() for pm in explainer.methods}, order, groups,
+                   explainer.labels)
 
     def wants(self, group: str, index: int) -> bool:
         kept = self.groups.get(group, [])
         return len(kept) < self.per_class or index < kept[-1].index
 
     def group_of(self, item: InputImage, targets: list[int]) -> tuple[str, str | None]:
-        label = true_label(item, self.classes)
+        label = self.labels.name(item)
         if item.path in self.fixed_groups:
             return self.fixed_groups[item.path], label
         if label is not None:
@@ -121,9 +125,20 @@ class FigureCollector:
             sample = Sample(index, item, group, label, image.numpy(), targets[b],
                             [self.classes[t] for t in targets[b]], probs[b],
                             {k: m[b].float().numpy() for k, m in result.maps.items()})
+            if label is None:
+                self._blank_true_slot(sample)
             kept = self.groups.setdefault(group, [])
             bisect.insort(kept, sample, key=lambda s: s.index)
             del kept[self.per_class:]
+
+    def _blank_true_slot(self, sample: Sample) -> None:
+        """An image without a label has no true-class map (the engine's stand-in is the top-1 class):
+        its cell is drawn empty (flat) and captioned 'no label'."""
+        for k, slot in enumerate(self.slots):
+            if slot.kind == "true":
+                sample.target_names[k], sample.probs[k] = NO_LABEL, 0.0
+                for m in sample.maps.values():
+                    m[k] = 0.0
 
     def kept(self) -> set[Path]:
         return {s.item.path for samples in self.groups.values() for s in samples}
@@ -218,7 +233,7 @@ def topk_figure(group: str, samples: list[Sample], collector: FigureCollector, s
     else:
         row_labels = [f"{key_label(*key)}\n{slots[k].label(classes)}" for key, k in rows]
     labelled = any(s.label for s in samples)
-    what = "true class from the folder name" if labelled else (
+    what = "true class" if labelled else (
         "predicted (top-1) class; the folder names no class" if group != UNLABELLED else "no class known")
     ranks = ", ".join(s.label(classes) for s in slots)
     what_ran = key_label(*keys[0]) if len(keys) == 1 else f"{len(keys)} methods/layers"

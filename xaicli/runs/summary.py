@@ -3,7 +3,9 @@
 Besides counts it keeps per-(method, layer) diagnostics of the maps written (:class:`MapStats`), from
 which the end-of-run warnings come (:meth:`RunSummary.diagnose`): a method that gives mostly flat maps
 (nothing to show: a wrong layer, a broken or random checkpoint look like this), integrated gradients
-missing completeness by more than its ``tolerance``.
+missing completeness by more than its ``tolerance``; images that have no known label although the true
+class is explained. When labels are known it reports the top-1 accuracy and the confusion pairs
+(:class:`~xaicli.runs.outcomes.Accuracy`), from every image of the run, resumed ones included.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from xaicli.errors import ExitCode
+from xaicli.runs.outcomes import Accuracy, ImageOutcome
 
 MOSTLY_FLAT = 0.5
 """Warn when more than this share of a (method, layer)'s maps are flat."""
+UNLABELLED_SHOWN = 10
+"""Images named in the warning about images without a label (all of them are in ``unlabelled_images``)."""
 
 
 @dataclass
@@ -50,6 +55,12 @@ class RunSummary:
     oom_retries: int = 0
     map_stats: dict[str, MapStats] = field(default_factory=dict)  # "method @ layer" -> diagnostics
     warnings: list[str] = field(default_factory=list)
+    outcomes: list[ImageOutcome] = field(default_factory=list)  # per image of the run (not in to_dict)
+    unlabelled: list[str] = field(default_factory=list)  # rels without a label, when the true class is asked
+
+    @property
+    def accuracy(self) -> Accuracy:
+        return Accuracy.of(self.outcomes)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -77,6 +88,12 @@ class RunSummary:
                 found.append(f"{key}: {s.over_tolerance} of {s.maps} maps miss completeness by more than "
                              f"{s.tolerance:.0%} (worst {s.worst_delta_rel:.0%}, 'ig_delta_rel' in the "
                              "manifest): raise 'steps' or use 'steps: auto'")
+        if self.unlabelled:
+            shown = ", ".join(self.unlabelled[:UNLABELLED_SHOWN])
+            more = f" and {len(self.unlabelled) - UNLABELLED_SHOWN} more" if len(
+                self.unlabelled) > UNLABELLED_SHOWN else ""
+            found.append(f"targets.true_class: {len(self.unlabelled)} image(s) have no known label (not in "
+                         f"targets.labels, no class folder), so no 'true' map: {shown}{more}")
         self.warnings += [w for w in found if w not in self.warnings]
         return found
 
@@ -91,5 +108,7 @@ class RunSummary:
             "timings": {k: round(v, 3) for k, v in self.timings.items()}, "oom_retries": self.oom_retries,
             "flat_maps": {k: s.flat for k, s in self.map_stats.items()},
             "warnings": list(self.warnings),
+            **self.accuracy.to_dict(), "unlabelled": len(self.unlabelled),
+            "unlabelled_images": list(self.unlabelled),
             "exit_code": int(self.exit_code),
         }

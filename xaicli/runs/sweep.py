@@ -36,7 +36,7 @@ from pathlib import Path
 
 from xaicli.config import Config, MethodConfig, TargetsConfig
 from xaicli.engine import ExplainedBatch, Explainer, explain_items
-from xaicli.engine.discover import InputImage, true_label
+from xaicli.engine.discover import InputImage
 from xaicli.errors import ExitCode, UsageError
 from xaicli.methods import get_method, methods_where
 from xaicli.methods.postprocess import normalise_map
@@ -249,12 +249,13 @@ def _next_round(pending: list[InputImage], groups: dict[Path, str], have: dict[s
 
 def _groups(items: list[InputImage], explainer: Explainer, summary: SweepSummary, progress: ProgressSink
             ) -> dict[Path, str]:
-    """The class of every image: its folder's class name, else its top-1 prediction (one forward pass)."""
+    """The class of every image: its label (``targets.labels``, else its folder's class name), else its
+    top-1 prediction (one forward pass)."""
     classes = explainer.loaded.classes
     groups: dict[Path, str] = {}
     unlabelled = []
     for it in items:
-        label = true_label(it, classes)
+        label = explainer.labels.name(it)
         if label is None:
             unlabelled.append(it)
         else:

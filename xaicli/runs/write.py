@@ -33,7 +33,7 @@ import torch
 from xaicli import __version__
 from xaicli.config import Config
 from xaicli.engine import ExplainedBatch, Explainer, flat_maps
-from xaicli.engine.discover import InputImage, true_label
+from xaicli.engine.discover import InputImage
 from xaicli.outputs import atomic
 from xaicli.outputs.fingerprint import RunIdentity, check_resume, map_key
 from xaicli.outputs.interrupts import uninterruptible
@@ -42,6 +42,7 @@ from xaicli.outputs.manifest import ManifestRow, ManifestWriter, RowKey, read_ro
 from xaicli.outputs.outdir import remove_stale_temporaries
 from xaicli.outputs.run_json import HISTORY_LIMIT, previous_history, read_run_json, write_run_json
 from xaicli.render.overlay import overlay
+from xaicli.runs.outcomes import ImageOutcome, image_outcomes
 from xaicli.runs.progress import NullProgress, ProgressSink
 from xaicli.runs.summary import RunSummary
 
@@ -77,6 +78,9 @@ class ExplanationWriter:
         self.history: list[dict[str, Any]] = []
         self._retried: set[str] = set()  # rels of this run's images: their old error rows are dropped
         self._stale: set[str] = set()  # rels whose input file changed: all their old rows are dropped
+        self._rels: list[str] = []  # this run's images, in order (the summary's per-image outcomes)
+        self._paths: dict[str, str] = {}  # rel -> image path, of this run's images
+        self._top1: dict[str, str] = {}  # rel -> top-1 class of images explained with no row to write
         self._pending: tuple[list[Future], list[ManifestRow]] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._manifest: ManifestWriter | None = None
@@ -89,6 +93,12 @@ class ExplanationWriter:
         """The images that still need explaining (all of them with ``overwrite``). Raises
         :class:`~xaicli.outputs.fingerprint.IdentityMismatch` when OUTDIR holds another configuration."""
         self.summary.images_total = len(items)
+        self._rels = [str(it.rel) for it in items]
+        self._paths = {str(it.rel): str(it.path) for it in items}
+        ex = self.explainer
+        if ex.explains_true_class:
+            self.summary.unlabelled = [str(it.rel) for it in items
+                                       if it.problem is None and ex.labels.index(it) is None]
         if self.overwrite:
             return list(items)
         rows = [r for path in (self.manifest_path, *self.done_manifests) for r in read_rows(path)]
@@ -99,8 +109,7 @@ class ExplanationWriter:
         self._stale = {r.rel for r in rows if r.ok and r.rel in current and r.image_stat != current[r.rel]}
         self.done = {r.key for r in rows if r.ok and r.rel not in self._stale
                      and self.fingerprints.get(map_key(r.method or "", r.layer)) == r.fingerprint}
-        keys = [(m, layer, s.name) for m, layer in self.explainer.map_keys for s in self.explainer.slots]
-        todo = [it for it in items if not {(str(it.rel), *k) for k in keys} <= self.done]
+        todo = [it for it in items if not self._all_done(it)]
         self.summary.images_skipped = len(items) - len(todo)
         self._note_rendering_changes(rows)
         if self.summary.images_skipped:
@@ -112,11 +121,19 @@ class ExplanationWriter:
                                "explaining them again")
         return todo
 
+    def _all_done(self, item: InputImage) -> bool:
+        """Whether every explanation of ``item`` is in the manifest (an image with none to write, the true
+        class alone without a label, is never done: it is still read and predicted)."""
+        ex = self.explainer
+        keys = {(str(item.rel), m, layer, s.name) for m, layer in ex.map_keys for s in ex.slots_of(item)}
+        return bool(keys) and keys <= self.done
+
     def _note_rendering_changes(self, rows: list[ManifestRow]) -> None:
         """Overlay settings (``output.*``) do not change a map, so they are not in the fingerprint; when
-        they differ from the previous run's, say that the files already written keep theirs."""
+        they differ from the previous run's, say that the files already written keep theirs. (How files
+        are named, ``output.names``, is part of the run's identity instead: a resume refuses a change.)"""
         previous = (read_run_json(self.outdir) or {}).get("config", {}).get("output")
-        ours = self.cfg.to_dict()["output"]
+        ours = {k: v for k, v in self.cfg.to_dict()["output"].items() if k != "names"}
         if not rows or not isinstance(previous, dict):
             return
         changed = [f"output.{k} {previous[k]!r} -> {ours[k]!r}" for k in ours
@@ -168,6 +185,8 @@ class ExplanationWriter:
         ex, out, result = self.explainer, self.cfg.output, batch.result
         classes = ex.classes
         targets, probs = result.targets.cpu().tolist(), result.probs.cpu().tolist()
+        predicted = result.predicted.cpu().tolist() if result.predicted is not None else None
+        named = out.names == "class"  # file names carry the class (else the slot only)
         finite = torch.isfinite(result.probs).all(dim=1).cpu().tolist()
         writable = [self._writable(item, targets[b], classes) if finite[b] else NOT_FINITE
                     for b, item in enumerate(batch.items)]
@@ -193,17 +212,22 @@ class ExplanationWriter:
             for b, item in enumerate(batch.items):
                 if writable[b] is not None:
                     continue
-                label = true_label(item, classes)
+                label = ex.labels.name(item)
+                top1 = classes[predicted[b]] if predicted is not None else None
+                if top1 is not None and not ex.slots_of(item):
+                    self._top1[str(item.rel)] = top1  # no row carries it
                 stat = item.stat_key()
                 for k, slot in enumerate(ex.slots):
                     if (str(item.rel), method, layer, slot.name) in self.done:
                         continue
+                    if slot.kind == "true" and label is None:
+                        continue  # no label: the stand-in map is not the true class (listed in a warning)
                     t = targets[b][k]
-                    stem = output_stem(item.rel, method, layer, slot.rank, t, classes[t])
+                    stem = output_stem(item.rel, method, layer, slot.name, classes[t] if named else None)
                     row = ManifestRow(image=str(item.path), rel=str(item.rel), method=method, layer=layer,
                                       slot=slot.name, target=t, target_name=classes[t], rank=slot.rank,
-                                      score=round(probs[b][k], 6), label=label, fingerprint=fingerprint,
-                                      image_stat=stat,
+                                      score=round(probs[b][k], 6), label=label, predicted=top1,
+                                      fingerprint=fingerprint, image_stat=stat,
                                       extras={name: values[b][k] for name, values in extras.items()})
                     if bad[b][k]:
                         row.warning = "the map has non-finite values (NaN or inf), drawn and saved as 0 / 1"
@@ -222,10 +246,11 @@ class ExplanationWriter:
 
     def _writable(self, item: InputImage, targets: list[int], classes: list[str]) -> str | None:
         """None when every output folder of ``item`` lies inside OUTDIR, else why not."""
+        slot = self.explainer.slots[0].name
+        name = classes[targets[0]] if self.cfg.output.names == "class" else None
         try:
             for method, layer in self.explainer.map_keys:
-                stem = output_stem(item.rel, method, layer, self.explainer.slots[0].rank, targets[0],
-                                   classes[targets[0]])
+                stem = output_stem(item.rel, method, layer, slot, name)
                 output_path(self.outdir, f"{stem}.npy", image_outputs=True)
         except OutsideOutdirError as err:
             return f"{err}; nothing was written"
@@ -268,6 +293,7 @@ class ExplanationWriter:
             self.progress.note(f"warning: {self._nonfinite_maps} map(s) had non-finite values (NaN or inf); "
                                "their rows carry a 'warning'")
         self.summary.seconds = time.perf_counter() - self._t0
+        self._record_outcomes()
         self.summary.diagnose()
         finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         summary = self.summary.to_dict()
@@ -281,6 +307,25 @@ class ExplanationWriter:
         except OSError:
             if exc_type is None:
                 raise  # otherwise the run's own error is the one to report; run.json still says running
+
+
+    def _record_outcomes(self) -> None:
+        """Per image of the run (resumed ones included), its outcome as the manifest now says, for the
+        accuracy and the CI reports; images that failed have no 'true' map to miss."""
+        try:
+            rows = read_rows(self.manifest_path)
+        except OSError as err:
+            self.progress.note(f"warning: cannot read {self.manifest_path} back ({err.strerror or err}): "
+                               "no accuracy")
+            return
+        outcomes = {o.rel: o for o in image_outcomes(rows, self._rels)}
+        failed = {p for p, _ in self.summary.failures}
+        for rel, top1 in self._top1.items():  # explained, nothing to write: no label, the true class only
+            if rel not in outcomes and self._paths[rel] not in failed:
+                outcomes[rel] = ImageOutcome(self._paths[rel], rel, predicted=top1)
+        self.summary.outcomes = [outcomes[rel] for rel in self._rels if rel in outcomes]
+        failed = {o.rel for o in self.summary.outcomes if not o.ok}
+        self.summary.unlabelled = [rel for rel in self.summary.unlabelled if rel not in failed]
 
 
 def run_record(cfg: Config, explainer: Explainer, inputs: Sequence[str], identity: RunIdentity
