@@ -13,6 +13,7 @@ import typer
 
 from xaicli import __version__
 from xaicli.cli import bench as bench_command
+from xaicli.cli import diff as diff_command
 from xaicli.cli import evaluate as evaluate_command
 from xaicli.cli import sweep as sweep_command
 from xaicli.cli.errors import DebugOpt, mapped_errors
@@ -240,6 +241,7 @@ def metrics(
 
 
 sweep_command.register(app)
+diff_command.register(app)
 evaluate_command.register(app)
 bench_command.register(app)
 

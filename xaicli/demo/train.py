@@ -88,6 +88,18 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch
     return correct / len(inputs)
 
 
+def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, loss_fn: nn.Module,
+               optimizer: torch.optim.Optimizer, scheduler) -> tuple[float, int]:
+    """One optimisation step (shared by both demo trainers): the batch's summed loss and correct count."""
+    logits = model(xb)
+    loss = loss_fn(logits, yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item() * len(yb), int((logits.argmax(1) == yb).sum())
+
+
 def _augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
     """Light augmentation: random horizontal flip and a random shift of up to ``max_shift`` pixels."""
     n = x.shape[0]
@@ -149,14 +161,9 @@ def train(
             xb, yb = x_train[idx], y_train[idx]
             if augment:
                 xb = _augment(xb, generator)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
+            batch_loss, batch_correct = train_step(model, xb, yb, loss_fn, optimizer, scheduler)
+            total_loss += batch_loss
+            correct += batch_correct
         test_acc = evaluate(model, x_test, y_test)
         if log:
             print(

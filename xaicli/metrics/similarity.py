@@ -82,3 +82,20 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, win_size: int = 7, k1: f
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.flatten(1).mean(dim=1)
+
+
+def topk_iou(a: Tensor, b: Tensor, fraction: float = 0.1) -> Tensor:
+    """Intersection over union of the top ``fraction`` of pixels of each pair of maps: (N, ...) -> (N,).
+
+    The "same region" question a reviewer asks of two heatmaps, insensitive to how the rest of the map is
+    ranked. ``k = max(1, round(fraction * P))`` pixels per map, chosen by value (ties broken by position,
+    so the count is exactly ``k``): IoU = |A ∩ B| / |A ∪ B| = |A ∩ B| / (2k - |A ∩ B|).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    x, y = a.flatten(1).to(torch.float64), b.flatten(1).to(torch.float64)
+    k = max(1, round(fraction * x.shape[1]))
+    top_a = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.topk(k, dim=1, sorted=False).indices, True)
+    top_b = torch.zeros_like(y, dtype=torch.bool).scatter_(1, y.topk(k, dim=1, sorted=False).indices, True)
+    inter = (top_a & top_b).sum(dim=1).to(torch.float64)
+    return inter / (2 * k - inter)

@@ -46,10 +46,32 @@ def _fashion_mnist_vit() -> BuiltinModel:
         default_layer="blocks.3.norm1",
         description="Fashion-MNIST ViT (4 blocks, 4x4 patches), trained by "
                     "`python -m xaicli.demo.train --model fashion_mnist_vit`",
+        weights=fv.VIT_WEIGHTS_PATH,
     )
+
+
+def _canvas(variant: str) -> Callable[[], BuiltinModel]:
+    def make() -> BuiltinModel:
+        from xaicli.models import canvas
+
+        honest = variant == "canvas_cnn"
+        return BuiltinModel(
+            factory=lambda: canvas.canvas_cnn(variant), classes=tuple(canvas.CLASSES), size=(64, 64),
+            mode="L", mean=canvas.MEAN, std=canvas.STD,
+            # the third block's activation (16x16): fine enough to point inside a 28x28 item
+            default_layer="features.2.relu",
+            description=("Fashion-MNIST items on a 64x64 cluttered canvas, 4 conv blocks"
+                         + ("" if honest else "; trained with a class marker (a spurious 'Clever Hans' cue)")
+                         + ", trained by `python -m xaicli.demo.train_canvas`"),
+            weights=canvas.weights_path(variant),
+        )
+
+    return make
 
 
 BUILTIN_MODELS: dict[str, Callable[[], BuiltinModel]] = {
     "fashion_mnist_cnn": _fashion_mnist,
     "fashion_mnist_vit": _fashion_mnist_vit,
+    "canvas_cnn": _canvas("canvas_cnn"),
+    "canvas_cnn_clever_hans": _canvas("canvas_cnn_clever_hans"),
 }

@@ -29,6 +29,7 @@ class TestCase:
     failure: str | None = None
     details: str | None = None  # more text for the failure body (e.g. the numbers, the paths)
     seconds: float = 0.0
+    skipped: str | None = None  # the reason a case was not checked (e.g. only one run has it)
     output: str | None = None  # the case's <system-out>: what to know about a passed case too
 
 
@@ -44,9 +45,10 @@ def _text(value: str) -> str:
 def junit_xml(suite: str, cases: Sequence[TestCase], properties: dict[str, str] | None = None) -> str:
     """A JUnit XML document with one ``<testsuite>`` (the schema every CI display reads)."""
     failures = sum(1 for c in cases if c.failure is not None)
+    skipped = sum(1 for c in cases if c.failure is None and c.skipped is not None)
     root = ET.Element("testsuites", name="xaicli", tests=str(len(cases)), failures=str(failures))
     node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures),
-                         errors="0", skipped="0", time=f"{sum(c.seconds for c in cases):.3f}")
+                         errors="0", skipped=str(skipped), time=f"{sum(c.seconds for c in cases):.3f}")
     if properties:
         props = ET.SubElement(node, "properties")
         for key, value in properties.items():
@@ -57,6 +59,8 @@ def junit_xml(suite: str, cases: Sequence[TestCase], properties: dict[str, str] 
         if case.failure is not None:
             failure = ET.SubElement(element, "failure", message=_text(case.failure), type="xaicli")
             failure.text = _text(case.details or case.failure)
+        elif case.skipped is not None:
+            ET.SubElement(element, "skipped", message=_text(case.skipped))
         if case.output:
             ET.SubElement(element, "system-out").text = _text(case.output)
     ET.indent(root)

@@ -15,7 +15,8 @@ from typing import Any
 from xaicli.outputs.layout import MANIFEST, RUN_JSON
 from xaicli.outputs.manifest import read_manifest
 
-FIGURE_INDEXES = ("figures/figures.json", "sweep/sweep.json", "figures/evaluate/evaluate.json")
+FIGURE_INDEXES = ("figures/figures.json", "sweep/sweep.json", "figures/evaluate/evaluate.json",
+                  "figures/drift/drift.json")
 ROW_FIELDS = ("overlay", "map", "image", "class", "method", "layer", "slot", "target", "score", "label")
 
 
