@@ -237,13 +237,21 @@ def test_config_error_carries_the_key():
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")),
                          ids=lambda p: p.name)
-def test_shipped_configs_load_and_plan(path):
+def test_shipped_configs_load_and_plan(path, tmp_path):
     """Every config in configs/ validates, and its methods and layers exist in its model."""
     from xaicli.config import load_config
     from xaicli.engine.plan import plan_methods
     from xaicli.models.loader import load_model
 
     cfg = load_config(path)
+    if cfg.model.checkpoint and not cfg.resolve_path(cfg.model.checkpoint).is_file():
+        # fashion_mnist_changed.yaml: its checkpoint is what `python -m xaicli.demo.reinit` writes
+        import torch
+
+        from xaicli.demo.reinit import reinitialised_state
+
+        torch.save(reinitialised_state(cfg.model.name, ["features.2"]), tmp_path / "changed.pt")
+        cfg.model.checkpoint = str(tmp_path / "changed.pt")
     if cfg.model.source == "timm":
         pytest.importorskip("timm")
     planned = plan_methods(cfg, load_model(cfg))
