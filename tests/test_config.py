@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from xaicli.config import Config, config_from_dict, load_config
 from xaicli.errors import ConfigError, UsageError
@@ -243,15 +244,17 @@ def test_shipped_configs_load_and_plan(path, tmp_path):
     from xaicli.engine.plan import plan_methods
     from xaicli.models.loader import load_model
 
-    cfg = load_config(path)
-    if cfg.model.checkpoint and not cfg.resolve_path(cfg.model.checkpoint).is_file():
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    checkpoint = data["model"].get("checkpoint")
+    if checkpoint and not (path.parent / checkpoint).is_file():
         # fashion_mnist_changed.yaml: its checkpoint is what `python -m xaicli.demo.reinit` writes
-        import torch
-
         from xaicli.demo.reinit import reinitialised_state
 
-        torch.save(reinitialised_state(cfg.model.name, ["features.2"]), tmp_path / "changed.pt")
-        cfg.model.checkpoint = str(tmp_path / "changed.pt")
+        torch.save(reinitialised_state(data["model"]["name"], ["features.2"]), tmp_path / "changed.pt")
+        data["model"]["checkpoint"] = str(tmp_path / "changed.pt")
+        path = tmp_path / path.name
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    cfg = load_config(path)
     if cfg.model.source == "timm":
         pytest.importorskip("timm")
     planned = plan_methods(cfg, load_model(cfg))
