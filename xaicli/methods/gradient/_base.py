@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from xaicli.errors import ConfigError
 from xaicli.methods.base import Call, Explanation, InputRange, Method, Option, TargetSpec, resolve_targets
 from xaicli.methods.gradient._relu_rules import Rule, relu_rules
 from xaicli.methods.hooks import inference_state
@@ -44,7 +42,7 @@ PIXEL_OPTIONS: dict[str, Option] = {
     "reduce": Option("abs_max", "how the colour channels become one map: abs_max (Simonyan et al.), abs_sum "
                      "(seed 002), l2, or sum (signed, shown with a diverging colormap)", choices=REDUCTIONS),
     "percentile_clip": Option(99.5, "clip each map at this percentile of |map| before normalising "
-                              "(100 = no clipping)", minimum=0.0),
+                              "(100 = no clipping)", minimum=0.0, maximum=100),
     "normalise": Option(True, "scale each map to [0, 1] ([-1, 1] for reduce: sum); "
                         "false = raw reduced values"),
 }
@@ -71,14 +69,6 @@ class PixelMethod(Method):
     family = "pixel"
     signed = True  # reduce: sum
     options = PIXEL_OPTIONS
-
-    @classmethod
-    def resolve_options(cls, given: Mapping[str, Any], key: str = "options") -> dict[str, Any]:
-        """Declared-option validation plus the checks that involve several options or upper bounds."""
-        opts = super().resolve_options(given, key)
-        if opts["percentile_clip"] > 100:
-            raise ConfigError(f"{key}.percentile_clip", f"must be <= 100, got {opts['percentile_clip']}")
-        return opts
 
     def is_signed(self) -> bool:
         """Whether maps carry a sign (values in [-1, 1]; render with a diverging colormap)."""

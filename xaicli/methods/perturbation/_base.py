@@ -39,7 +39,7 @@ on the CPU and moved), up to the float rounding of forward passes run in differe
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +106,7 @@ PERTURBATION_OPTIONS: dict[str, Option] = {
     "score": Option("probability", "what a perturbation changes: probability (softmax of the target) or "
                     "logit (raw output, as Captum with forward_func=model)", choices=SCORES),
     "percentile_clip": Option(100.0, "clip each map at this percentile of |map| before normalising "
-                              "(100 = no clipping)", minimum=0.0),
+                              "(100 = no clipping)", minimum=0.0, maximum=100),
     "normalise": Option(True, "scale each map to [-1, 1] by its largest magnitude ([0, 1] for rise); "
                         "false = raw values in score units"),
     "chunk_size": CHUNK_OPTION,
@@ -131,13 +131,6 @@ class PerturbationMethod(Method):
     signed = True
     default_chunk_size = 256
     options = PERTURBATION_OPTIONS
-
-    @classmethod
-    def resolve_options(cls, given: Mapping[str, Any], key: str = "options") -> dict[str, Any]:
-        opts = super().resolve_options(given, key)
-        if opts["percentile_clip"] > 100:
-            raise ConfigError(f"{key}.percentile_clip", f"must be <= 100, got {opts['percentile_clip']}")
-        return opts
 
     def is_signed(self) -> bool:
         """Signed maps ([-1, 1], diverging colormap) unless the method's attribution has no sign."""
